@@ -1,0 +1,2 @@
+"""The pgwarden policy decision point: decides statements with OPA, owns the audit log
+(imported as ``pgwarden.pdp``)."""

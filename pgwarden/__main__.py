@@ -1,0 +1,7 @@
+"""``python -m pgwarden``."""
+
+import sys
+
+from pgwarden.cli import main
+
+sys.exit(main())
