@@ -43,6 +43,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="policy directory to load into OPA (default: the shipped pack)",
     )
     up.set_defaults(func=cmd_up)
+    from pgwarden.proxy.main import add_command as add_proxy_command  # noqa: PLC0415
+
+    add_proxy_command(sub)  # pgwarden proxy --config FILE
     return parser
 
 

@@ -60,6 +60,14 @@ class Section:
             raise self.error(name, f"must be {kind.__name__}, got {type(value).__name__}")
         return value
 
+    def number(self, name: str, default: float) -> float:
+        """An int or float (never a bool), e.g. a duration in seconds."""
+        self._seen.add(name)
+        value = self.data.get(name, default)
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            raise self.error(name, f"must be a number, got {type(value).__name__}")
+        return float(value)
+
     def optional(self, name: str, kind: type[T]) -> T | None:
         self._seen.add(name)
         if name not in self.data:

@@ -1,0 +1,85 @@
+"""``pgwarden proxy --config FILE``: run the proxy until SIGTERM/SIGINT, then shut down
+gracefully (stop accepting, let sessions finish within ``shutdown_grace_s``)."""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import logging
+import signal
+import sys
+from pathlib import Path
+from typing import Any
+
+import uvloop
+
+from pgwarden.config import ConfigError
+from pgwarden.proxy.auth.agent import AgentAuthenticator
+from pgwarden.proxy.config import ProxyConfig
+from pgwarden.proxy.decision import LocalDecisionPoint
+from pgwarden.proxy.server import ProxyServer
+from pgwarden.proxy.statements import BasicAnalyzer
+
+_STANDARD_LOG_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
+
+
+class JsonLogFormatter(logging.Formatter):
+    """One JSON object per line: time, level, logger, message and the record's extras."""
+
+    def format(self, record: logging.LogRecord) -> str:
+        entry: dict[str, Any] = {
+            "time": self.formatTime(record, "%Y-%m-%dT%H:%M:%S"),
+            "level": record.levelname.lower(),
+            "logger": record.name,
+            "message": record.getMessage(),
+        }
+        entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD_LOG_FIELDS})
+        return json.dumps(entry, default=str)
+
+
+def configure_logging(level: int = logging.INFO) -> None:
+    handler = logging.StreamHandler(sys.stderr)
+    handler.setFormatter(JsonLogFormatter())
+    logging.basicConfig(level=level, handlers=[handler], force=True)
+
+
+async def serve(config: ProxyConfig) -> None:
+    authenticator = AgentAuthenticator(config.auth)
+    decisions = LocalDecisionPoint(config.decisions.upstream_role, config.decisions.deny)
+    analyzer = BasicAnalyzer()
+    server = ProxyServer(
+        config,
+        authenticator=authenticator,
+        decision_point=decisions,
+        analyzer_factory=lambda database: analyzer,
+    )
+    await authenticator.warm_up()
+    await server.start()
+    stop = asyncio.Event()
+    loop = asyncio.get_running_loop()
+    for sig in (signal.SIGTERM, signal.SIGINT):
+        loop.add_signal_handler(sig, stop.set)
+    print(json.dumps({"event": "ready", "port": server.port}), file=sys.stderr, flush=True)
+    await stop.wait()
+    logging.getLogger("pgwarden.proxy").info("shutting down", extra={"event": "shutdown"})
+    await server.shutdown()
+    await authenticator.close()
+
+
+def cmd_proxy(args: argparse.Namespace) -> int:
+    configure_logging()
+    try:
+        config = ProxyConfig.load(args.config)
+    except ConfigError as exc:
+        print(f"pgwarden proxy: configuration error: {exc}", file=sys.stderr)
+        return 2
+    uvloop.run(serve(config))
+    return 0
+
+
+def add_command(sub: Any) -> None:
+    """Register ``pgwarden proxy`` on the CLI's subparsers."""
+    parser = sub.add_parser("proxy", help="run the proxy (agents connect here)")
+    parser.add_argument("--config", type=Path, required=True, help="proxy config file (TOML)")
+    parser.set_defaults(func=cmd_proxy)

@@ -1,0 +1,591 @@
+"""The proxy's asyncio layer: a uvloop ``asyncio.Protocol`` per client connection that
+runs startup (TLS, authentication, session admission, the upstream connection) and then
+feeds the I/O-free :class:`~pgwarden.proxy.relay.RelayCore` both ways."""
+
+from __future__ import annotations
+
+import asyncio
+import ipaddress
+import logging
+import secrets
+import ssl
+import uuid
+from collections.abc import Callable, Coroutine
+from enum import Enum
+from typing import Any, Protocol, cast
+
+from pgwarden.proxy.auth.errors import AuthError
+from pgwarden.proxy.config import ProxyConfig
+from pgwarden.proxy.decision import DecisionPoint, Identity, SessionFacts
+from pgwarden.proxy.protocol import messages as m
+from pgwarden.proxy.protocol.framing import FrameBuffer
+from pgwarden.proxy.relay import DecisionRequest, RelayCore, StatementAnalyzer
+from pgwarden.proxy.upstream import UpstreamError, UpstreamProtocol, connect_upstream
+
+log = logging.getLogger("pgwarden.proxy")
+
+# Startup parameters passed on to the upstream. Anything else is refused: `options` and
+# GUCs such as `role` or `standard_conforming_strings` would change the session (or how
+# its SQL is read) without a statement the policy could see.
+FORWARDED_PARAMETERS = frozenset(
+    {
+        "application_name",
+        "client_encoding",
+        "DateStyle",
+        "TimeZone",
+        "IntervalStyle",
+        "extra_float_digits",
+        "search_path",
+        "statement_timeout",
+        "lock_timeout",
+        "idle_in_transaction_session_timeout",
+        "lc_messages",
+        "datestyle",
+        "timezone",
+    }
+)
+NEWEST_MINOR_VERSION = 0
+FALSE_WORDS = frozenset({"false", "off", "no", "0"})
+
+
+class Authenticator(Protocol):
+    """What the proxy needs from agent authentication (``pgwarden.proxy.auth``): an
+    Identity for a valid token, AuthError (with SQLSTATE and message) otherwise."""
+
+    async def authenticate(self, password: str) -> Identity: ...
+
+
+class ClientPhase(Enum):
+    STARTUP = "startup"
+    TLS_HANDSHAKE = "tls_handshake"
+    AWAIT_PASSWORD = "await_password"  # noqa: S105 (a phase name, not a secret)
+    ESTABLISHING = "establishing"
+    RELAY = "relay"
+    CLOSED = "closed"
+
+
+_TRANSITIONS: dict[ClientPhase, frozenset[ClientPhase]] = {
+    ClientPhase.STARTUP: frozenset({ClientPhase.TLS_HANDSHAKE, ClientPhase.AWAIT_PASSWORD}),
+    ClientPhase.TLS_HANDSHAKE: frozenset({ClientPhase.STARTUP}),
+    ClientPhase.AWAIT_PASSWORD: frozenset({ClientPhase.ESTABLISHING}),
+    ClientPhase.ESTABLISHING: frozenset({ClientPhase.RELAY}),
+    ClientPhase.RELAY: frozenset(),
+    ClientPhase.CLOSED: frozenset(),
+}
+
+
+class ProxyServer:
+    """Listens for agents; owns the sessions and the cancel keys it handed out."""
+
+    def __init__(
+        self,
+        config: ProxyConfig,
+        *,
+        authenticator: Authenticator,
+        decision_point: DecisionPoint,
+        analyzer_factory: Callable[[str], StatementAnalyzer],
+    ) -> None:
+        self.config = config
+        self.authenticator = authenticator
+        self.decision_point = decision_point
+        self.analyzer_factory = analyzer_factory
+        self.sessions: set[ClientConnection] = set()
+        self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
+        self.tls_context: ssl.SSLContext | None = None
+        if config.tls is not None:
+            self.tls_context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+            self.tls_context.load_cert_chain(config.tls.cert_file, config.tls.key_file)
+        self._server: asyncio.Server | None = None
+        self._idle = asyncio.Event()
+        self._idle.set()
+        self._tasks: set[asyncio.Task[None]] = set()
+
+    @property
+    def port(self) -> int:
+        assert self._server is not None
+        port: int = self._server.sockets[0].getsockname()[1]
+        return port
+
+    async def start(self) -> None:
+        loop = asyncio.get_running_loop()
+        self._server = await loop.create_server(
+            lambda: ClientConnection(self),
+            self.config.listen_host,
+            self.config.listen_port,
+            reuse_address=True,
+            backlog=1024,
+        )
+        log.info("listening", extra={"event": "listening", "port": self.port})
+
+    async def shutdown(self, grace_s: float | None = None) -> None:
+        """Stop accepting; let sessions finish within the grace period; then end them."""
+        grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        if self._server is not None:
+            self._server.close()
+        try:
+            async with asyncio.timeout(grace):
+                await self._idle.wait()
+        except TimeoutError:
+            for session in list(self.sessions):
+                session.fatal("57P01", "terminating connection due to administrator command")
+        if self._server is not None:
+            await self._server.wait_closed()
+
+    def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    def added(self, session: ClientConnection) -> None:
+        self.sessions.add(session)
+        self._idle.clear()
+
+    def removed(self, session: ClientConnection) -> None:
+        self.sessions.discard(session)
+        if session.key is not None:
+            self.cancel_keys.pop(session.key, None)
+        if not self.sessions:
+            self._idle.set()
+
+    async def cancel(self, process_id: int, secret_key: int) -> None:
+        """Forward a client's cancel to the upstream query of that session only."""
+        session = self.cancel_keys.get((process_id, secret_key))
+        if session is None or session.upstream_key is None:
+            log.info("cancel ignored", extra={"event": "cancel_unknown_key"})
+            return
+        target = self.config.upstream
+        try:
+            _, writer = await asyncio.wait_for(
+                asyncio.open_connection(target.host, target.port), target.connect_timeout_s
+            )
+        except (OSError, TimeoutError):
+            log.warning("cancel failed", extra={"event": "cancel_unreachable"})
+            return
+        key = session.upstream_key
+        writer.write(m.build_cancel_request(key.process_id, key.secret_key))
+        await writer.drain()
+        writer.close()
+        log.info("cancel forwarded", extra={"event": "cancel", "session": session.session_id})
+
+
+class ClientConnection(asyncio.Protocol):
+    """One agent connection: startup, then relay."""
+
+    def __init__(self, server: ProxyServer) -> None:
+        self.server = server
+        self.config = server.config
+        self.phase = ClientPhase.STARTUP
+        self.frames = FrameBuffer(self.config.max_message_size)
+        self.transport: asyncio.Transport | None = None
+        self.peer = ""
+        self.tls = False
+        self.session_id = uuid.uuid4().hex
+        self.parameters: dict[str, str] = {}
+        self.identity: Identity | None = None
+        self.facts: SessionFacts | None = None
+        self.relay: RelayCore | None = None
+        self.upstream: asyncio.Transport | None = None
+        self.upstream_key: m.BackendKeyData | None = None
+        self.key: tuple[int, int] | None = None
+        self._tasks: set[asyncio.Task[None]] = set()
+        self._timer: asyncio.TimerHandle | None = None
+        self._paused_for_decision = False
+        self._paused_for_upstream = False
+
+    # -- phases ----------------------------------------------------------------------------
+
+    def _set_phase(self, phase: ClientPhase) -> None:
+        if phase is not ClientPhase.CLOSED and phase not in _TRANSITIONS[self.phase]:
+            raise RuntimeError(f"illegal client phase change {self.phase} -> {phase}")
+        self.phase = phase
+
+    def _spawn(self, coro: Coroutine[Any, Any, None]) -> None:
+        task = asyncio.ensure_future(coro)
+        self._tasks.add(task)
+        task.add_done_callback(self._tasks.discard)
+
+    # -- asyncio.Protocol ------------------------------------------------------------------
+
+    def connection_made(self, transport: asyncio.BaseTransport) -> None:
+        # uvloop's transports implement asyncio.Transport without subclassing it.
+        self.transport = cast(asyncio.Transport, transport)
+        peer = transport.get_extra_info("peername")
+        self.peer = str(peer[0]) if isinstance(peer, tuple) else "local"
+        self.server.added(self)
+        self._timer = asyncio.get_running_loop().call_later(
+            self.config.startup_timeout_s, self._startup_timed_out
+        )
+
+    def data_received(self, data: bytes) -> None:
+        try:
+            if self.phase is ClientPhase.RELAY:
+                self._touch()
+                assert self.relay is not None
+                request = self.relay.client_data(data)
+                self._flush()
+                if request is not None:
+                    self._decide(request)
+                return
+            self.frames.feed(data)
+            self._startup()
+        except m.ProtocolViolation as exc:
+            log.warning(
+                "protocol violation",
+                extra={
+                    "event": "protocol_violation",
+                    "session": self.session_id,
+                    "error": str(exc),
+                },
+            )
+            self.fatal("08P01", f"protocol violation: {exc}")
+
+    def eof_received(self) -> bool | None:
+        return False
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self.phase = ClientPhase.CLOSED
+        if self._timer is not None:
+            self._timer.cancel()
+        for task in self._tasks:
+            task.cancel()
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.write(m.build_terminate())
+            self.upstream.close()
+        self.server.removed(self)
+
+    def pause_writing(self) -> None:
+        # The client reads slower than the server writes: stop reading from the server.
+        if self.upstream is not None:
+            self.upstream.pause_reading()
+
+    def resume_writing(self) -> None:
+        if self.upstream is not None:
+            self.upstream.resume_reading()
+
+    # -- errors ----------------------------------------------------------------------------
+
+    def fatal(self, sqlstate: str, message: str, detail: str | None = None) -> None:
+        """(B) A FATAL ErrorResponse, then close the client and its upstream."""
+        if self.transport is not None and not self.transport.is_closing():
+            self.transport.write(
+                m.build_error_response(sqlstate, message, severity="FATAL", detail=detail)
+            )
+            self.transport.close()
+        if self.upstream is not None and not self.upstream.is_closing():
+            self.upstream.close()
+        self.phase = ClientPhase.CLOSED
+
+    def _startup_timed_out(self) -> None:
+        if self.phase is not ClientPhase.RELAY:
+            self.fatal("08006", "pgwarden: startup and authentication did not finish in time")
+
+    def _touch(self) -> None:
+        if self.config.idle_timeout_s and self._timer is not None:
+            self._timer.cancel()
+            self._timer = asyncio.get_running_loop().call_later(
+                self.config.idle_timeout_s, self._idle_timed_out
+            )
+
+    def _idle_timed_out(self) -> None:
+        self.fatal("57P05", "terminating connection due to idle-session timeout")
+
+    # -- startup ---------------------------------------------------------------------------
+
+    def _startup(self) -> None:
+        while self.phase in (ClientPhase.STARTUP, ClientPhase.AWAIT_PASSWORD):
+            if self.phase is ClientPhase.AWAIT_PASSWORD:
+                msg = self.frames.next_message()
+                if msg is None:
+                    return
+                self._password(*msg)
+                continue
+            body = self.frames.next_startup()
+            if body is None:
+                return
+            packet = m.parse_startup_packet(body)
+            if isinstance(packet, m.SSLRequest):
+                self._ssl_request()
+            elif isinstance(packet, m.GSSENCRequest):
+                self._write(b"N")  # GSSAPI encryption is not offered; the client goes on
+            elif isinstance(packet, m.CancelRequest):
+                # Owned by the server: closing this connection must not cancel the cancel.
+                self.server.spawn(self.server.cancel(packet.process_id, packet.secret_key))
+                self.phase = ClientPhase.CLOSED
+                assert self.transport is not None
+                self.transport.close()
+            else:
+                self._startup_message(packet)
+
+    def _write(self, data: bytes) -> None:
+        assert self.transport is not None
+        self.transport.write(data)
+
+    def _ssl_request(self) -> None:
+        if self.tls:
+            raise m.ProtocolViolation("SSLRequest on an encrypted connection")
+        if self.server.tls_context is None:
+            self._write(b"N")
+            return
+        if self.frames.pending:
+            # Bytes sent before the handshake would be read as if encrypted (CVE-2021-23214).
+            raise m.ProtocolViolation("unencrypted data after SSLRequest")
+        self._write(b"S")
+        self._set_phase(ClientPhase.TLS_HANDSHAKE)
+        self._spawn(self._start_tls())
+
+    async def _start_tls(self) -> None:
+        loop = asyncio.get_running_loop()
+        assert self.transport is not None
+        assert self.server.tls_context is not None
+        try:
+            tls = await loop.start_tls(
+                self.transport, self, self.server.tls_context, server_side=True
+            )
+        except (OSError, ssl.SSLError) as exc:
+            log.info("tls handshake failed", extra={"event": "tls_failed", "error": str(exc)})
+            self.transport.close()
+            return
+        if tls is None:
+            return
+        self.transport = tls
+        self.tls = True
+        self._set_phase(ClientPhase.STARTUP)
+
+    def _startup_message(self, packet: m.StartupMessage) -> None:
+        if not self.tls and self.config.require_tls and not self._plaintext_allowed():
+            self.fatal("28000", "pgwarden requires TLS: connect with sslmode=require or stricter")
+            return
+        params = dict(packet.parameters)
+        protocol_options = sorted(k for k in params if k.startswith("_pq_."))
+        if packet.version & 0xFFFF > NEWEST_MINOR_VERSION or protocol_options:
+            self._write(m.build_negotiate_protocol_version(NEWEST_MINOR_VERSION, protocol_options))
+        for k in protocol_options:
+            del params[k]
+        if params.get("replication", "false").lower() not in FALSE_WORDS:
+            self.fatal(
+                "28000",
+                "pgwarden: replication connections are not allowed: they "
+                "bypass statement inspection",
+            )
+            return
+        params.pop("replication", None)
+        user = params.pop("user", "")
+        if not user:
+            self.fatal("28000", "no PostgreSQL user name specified in startup packet")
+            return
+        database = params.pop("database", "") or user
+        refused = sorted(k for k in params if k not in FORWARDED_PARAMETERS)
+        if refused:
+            self.fatal(
+                "42501",
+                f"pgwarden: startup parameter {refused[0]!r} is not allowed: "
+                "it would change the session without a statement the policy can see",
+            )
+            return
+        self.parameters = {"database": database, **params}
+        self._requested_user = user
+        self._write(m.build_authentication(m.AUTH_CLEARTEXT))
+        self._set_phase(ClientPhase.AWAIT_PASSWORD)
+
+    def _plaintext_allowed(self) -> bool:
+        if not self.config.allow_plaintext_loopback:
+            return False
+        try:
+            return ipaddress.ip_address(self.peer).is_loopback
+        except ValueError:
+            return self.peer == "local"
+
+    def _password(self, type_: bytes, body: bytes) -> None:
+        if type_ != b"p":
+            raise m.ProtocolViolation(f"expected a password message, got {type_!r}")
+        token = body[:-1] if body.endswith(b"\0") else body
+        self._set_phase(ClientPhase.ESTABLISHING)
+        self._spawn(self._establish(token.decode(errors="replace")))
+
+    async def _establish(self, token: str) -> None:
+        try:
+            identity = await self.server.authenticator.authenticate(token)
+        except AuthError as exc:
+            log.info(
+                "authentication refused",
+                extra={
+                    "event": "auth_refused",
+                    "code": str(exc.code),
+                    "peer": self.peer,
+                    "session": self.session_id,
+                    **exc.context,
+                },
+            )
+            self.fatal(exc.sqlstate, exc.message)
+            return
+        self.identity = identity
+        facts = SessionFacts(
+            id=self.session_id,
+            proxy_id=self.config.proxy_id,
+            client_addr=self.peer,
+            database=self.parameters["database"],
+            application_name=self.parameters.get("application_name", ""),
+            tls=self.tls,
+            requested_user=self._requested_user,
+        )
+        self.facts = facts
+        grant = await self.server.decision_point.open_session(identity, facts)
+        if not grant.allowed:
+            reasons = "; ".join(grant.reasons) or "no policy admits this identity"
+            self.fatal(
+                "28000",
+                f"pgwarden: session refused for {identity.subject}: {reasons}",
+                detail=f"decision_id={grant.decision_id}",
+            )
+            return
+        if grant.upstream_role not in self.config.roles:
+            self.fatal(
+                "28000", f"pgwarden: no upstream credential for role {grant.upstream_role!r}"
+            )
+            return
+        await self._connect_upstream(grant.upstream_role)
+
+    async def _connect_upstream(self, role: str) -> None:
+        params = {k: v for k, v in self.parameters.items()}
+        try:
+            transport, proto, info = await connect_upstream(
+                self.config.upstream,
+                user=role,
+                password=self.config.roles[role],
+                parameters=params,
+                max_message_size=self.config.max_message_size,
+            )
+        except UpstreamError as exc:
+            log.warning(
+                "upstream connection failed",
+                extra={
+                    "event": "upstream_failed",
+                    "session": self.session_id,
+                    "error": exc.message,
+                },
+            )
+            self.fatal(exc.sqlstate, f"pgwarden: {exc.message}")
+            return
+        if self.phase is ClientPhase.CLOSED:
+            transport.close()
+            return
+        self.upstream = transport
+        self.upstream_key = info.key
+        relay = RelayCore(
+            self.server.analyzer_factory(self.parameters["database"]),
+            max_message_size=self.config.max_message_size,
+        )
+        relay.tx_status = info.tx_status
+        self.relay = relay
+        self._attach(proto)
+        self._hand_out_cancel_key()
+        out = [m.build_authentication(m.AUTH_OK)]
+        out += [m.build_parameter_status(k, v) for k, v in info.parameters.items()]
+        out += info.notices
+        assert self.key is not None
+        out.append(m.build_backend_key_data(*self.key))
+        out.append(m.build_ready_for_query(info.tx_status))
+        assert self.transport is not None
+        self.transport.writelines(out)
+        self._set_phase(ClientPhase.RELAY)
+        if self._timer is not None:
+            self._timer.cancel()
+            self._timer = None
+        self._touch()
+        log.info(
+            "session open",
+            extra={
+                "event": "session_open",
+                "session": self.session_id,
+                "role": role,
+                "subject": self.identity.subject if self.identity else "",
+            },
+        )
+        rest = self.frames.take_rest()
+        if rest:
+            self.data_received(rest)
+
+    def _attach(self, proto: UpstreamProtocol) -> None:
+        proto.on_data = self._server_data
+        proto.on_lost = self._upstream_lost
+        proto.on_pause = self._upstream_paused
+
+    def _hand_out_cancel_key(self) -> None:
+        while True:
+            key = (secrets.randbits(31), secrets.randbits(31))
+            if key not in self.server.cancel_keys:
+                break
+        self.key = key
+        self.server.cancel_keys[key] = self
+
+    # -- relay -----------------------------------------------------------------------------
+
+    def _server_data(self, data: bytes) -> None:
+        assert self.relay is not None
+        try:
+            self.relay.server_data(data)
+        except m.ProtocolViolation as exc:
+            log.error(
+                "upstream protocol violation",
+                extra={"event": "upstream_protocol_violation", "error": str(exc)},
+            )
+            self.fatal("08P01", "pgwarden: the upstream server broke the protocol")
+            return
+        self._touch()
+        self._flush()
+
+    def _upstream_lost(self, exc: Exception | None) -> None:
+        if self.phase is ClientPhase.RELAY and self.transport is not None:
+            if self.relay is not None and self.relay.terminated:
+                self.transport.close()
+            else:
+                self.fatal("08006", "pgwarden: the upstream server closed the connection")
+
+    def _upstream_paused(self, paused: bool) -> None:
+        # The server reads slower than the client writes: stop reading from the client.
+        self._paused_for_upstream = paused
+        self._update_client_reading()
+
+    def _update_client_reading(self) -> None:
+        if self.transport is None or self.transport.is_closing():
+            return
+        if self._paused_for_decision or self._paused_for_upstream:
+            self.transport.pause_reading()
+        else:
+            self.transport.resume_reading()
+
+    def _flush(self) -> None:
+        relay = self.relay
+        assert relay is not None
+        if relay.to_server and self.upstream is not None:
+            self.upstream.writelines(relay.to_server)
+            relay.to_server.clear()
+        if relay.to_client and self.transport is not None:
+            self.transport.writelines(relay.to_client)
+            relay.to_client.clear()
+        if relay.terminated and self.upstream is not None:
+            self.upstream.close()
+
+    def _decide(self, request: DecisionRequest) -> None:
+        self._paused_for_decision = True
+        self._update_client_reading()
+        self._spawn(self._decide_loop(request))
+
+    async def _decide_loop(self, first: DecisionRequest) -> None:
+        relay, identity, facts = self.relay, self.identity, self.facts
+        assert relay is not None
+        assert identity is not None
+        assert facts is not None
+        request: DecisionRequest | None = first
+        try:
+            while request is not None:
+                decisions = await self.server.decision_point.decide(
+                    identity, facts, request.statements, in_transaction=relay.in_transaction
+                )
+                request = relay.resolve(decisions)
+                self._flush()
+        except m.ProtocolViolation as exc:
+            self.fatal("08P01", f"protocol violation: {exc}")
+            return
+        self._paused_for_decision = False
+        self._update_client_reading()

@@ -1,0 +1,120 @@
+"""Fixtures for the proxy's integration tests: the real proxy process in front of the
+harness's PostgreSQL cluster, with development tokens for the reference identities."""
+
+from __future__ import annotations
+
+import json
+from collections.abc import Callable, Iterator
+from dataclasses import dataclass
+from pathlib import Path
+
+import pytest
+
+from pgwarden.proxy.auth.dev_tokens import issue_dev_token
+from pgwarden.stack.pgwarden_process import PgwardenProcess
+from pgwarden.stack.postgres import PostgresCluster
+from pgwarden.stack.process import free_port
+
+IDENTITIES = {
+    "agent:reporting": ["analytics"],
+    "agent:etl": ["etl"],
+    "human:dba": ["dba"],
+}
+# The local decision point's deny-list for these tests (regexes on normalized SQL).
+DENY_PATTERNS = [r"\bforbidden_table\b", r"\bpg_read_file\b"]
+TEST_DB = "proxytest"
+
+
+@dataclass
+class ProxyUnderTest:
+    """A running proxy and how to reach it."""
+
+    host: str
+    port: int
+    tokens: dict[str, str]
+    process: PgwardenProcess
+    cluster: PostgresCluster
+
+    def dsn(self, subject: str = "agent:reporting", dbname: str = TEST_DB, **extra: str) -> str:
+        params = "&".join(f"{k}={v}" for k, v in {"sslmode": "disable", **extra}.items())
+        return (
+            f"postgresql://{subject.replace(':', '%3A')}:{self.tokens[subject]}"
+            f"@{self.host}:{self.port}/{dbname}?{params}"
+        )
+
+
+def write_proxy_config(
+    path: Path,
+    *,
+    cluster: PostgresCluster,
+    port: int,
+    tokens_file: Path,
+    auth: str = "",
+    extra: str = "",
+) -> None:
+    """A proxy config; ``auth`` adds keys to [auth], ``extra`` appends whole sections."""
+    password = cluster.proxy_login.password
+    path.write_text(
+        f'[proxy]\nlisten = "127.0.0.1"\nport = {port}\nproxy_id = "test-proxy"\n\n'
+        f'[upstream]\nhost = "{cluster.host}"\nport = {cluster.port}\n\n'
+        f'[upstream.roles.pgwarden_proxy]\npassword = "{password}"\n\n'
+        f'[decision]\nmode = "local"\nupstream_role = "pgwarden_proxy"\n'
+        f"deny = {json.dumps(DENY_PATTERNS)}\n\n"
+        f'{extra}\n[auth]\ndev_tokens_file = "{tokens_file}"\n{auth}\n'
+    )
+
+
+@pytest.fixture(scope="session")
+def proxy_db(pg_cluster: PostgresCluster) -> str:
+    """A database owned by the proxy's upstream role, with a few tables."""
+    pg_cluster.create_database(TEST_DB, owner="pgwarden_proxy")
+    pg_cluster.psql(
+        "SET ROLE pgwarden_proxy;"
+        "CREATE TABLE items (id int PRIMARY KEY, name text NOT NULL, price numeric(10,2));"
+        "INSERT INTO items SELECT g, 'item ' || g, g * 1.5 FROM generate_series(1, 100) g;"
+        "CREATE TABLE forbidden_table (secret text);"
+        "INSERT INTO forbidden_table VALUES ('the crown jewels');",
+        dbname=TEST_DB,
+    )
+    return TEST_DB
+
+
+@pytest.fixture(scope="session")
+def make_proxy(
+    pg_cluster: PostgresCluster,
+    proxy_db: str,
+    tmp_path_factory: pytest.TempPathFactory,
+) -> Iterator[Callable[..., ProxyUnderTest]]:
+    """Start real proxy processes (``python -m pgwarden proxy``); all stopped at the end."""
+    started: list[PgwardenProcess] = []
+
+    def make(extra_config: str = "", name: str = "proxy", auth: str = "") -> ProxyUnderTest:
+        base = tmp_path_factory.mktemp(name)
+        tokens_file = base / "dev_tokens.toml"
+        tokens = {s: issue_dev_token(tokens_file, s, g) for s, g in IDENTITIES.items()}
+        port = free_port()
+        config = base / "proxy.toml"
+        write_proxy_config(
+            config,
+            cluster=pg_cluster,
+            port=port,
+            tokens_file=tokens_file,
+            auth=auth,
+            extra=extra_config,
+        )
+        process = PgwardenProcess(
+            "proxy", config, host="127.0.0.1", port=port, log_path=base / "proxy.log"
+        )
+        started.append(process)
+        process.start_and_wait()
+        return ProxyUnderTest("127.0.0.1", port, tokens, process, pg_cluster)
+
+    yield make
+    for process in started:
+        process.stop()
+
+
+@pytest.fixture(scope="session")
+def proxy(make_proxy: Callable[..., ProxyUnderTest]) -> ProxyUnderTest:
+    """The default proxy: development tokens, local allow-all with the test deny-list."""
+    return make_proxy()
