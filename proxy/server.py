@@ -280,11 +280,14 @@ class ClientConnection(asyncio.Protocol):
             self.fatal("08006", "pgwarden: startup and authentication did not finish in time")
 
     def _touch(self) -> None:
-        if self.config.idle_timeout_s and self._timer is not None:
+        """Traffic in either direction: restart the idle-session timer."""
+        if not self.config.idle_timeout_s:
+            return
+        if self._timer is not None:
             self._timer.cancel()
-            self._timer = asyncio.get_running_loop().call_later(
-                self.config.idle_timeout_s, self._idle_timed_out
-            )
+        self._timer = asyncio.get_running_loop().call_later(
+            self.config.idle_timeout_s, self._idle_timed_out
+        )
 
     def _idle_timed_out(self) -> None:
         self.fatal("57P05", "terminating connection due to idle-session timeout")

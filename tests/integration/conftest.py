@@ -51,11 +51,14 @@ def write_proxy_config(
     tokens_file: Path,
     auth: str = "",
     extra: str = "",
+    proxy_settings: str = "",
 ) -> None:
-    """A proxy config; ``auth`` adds keys to [auth], ``extra`` appends whole sections."""
+    """A proxy config; ``auth`` and ``proxy_settings`` add keys to [auth] and [proxy],
+    ``extra`` appends whole sections."""
     password = cluster.proxy_login.password
     path.write_text(
-        f'[proxy]\nlisten = "127.0.0.1"\nport = {port}\nproxy_id = "test-proxy"\n\n'
+        f'[proxy]\nlisten = "127.0.0.1"\nport = {port}\nproxy_id = "test-proxy"\n'
+        f"{proxy_settings}\n"
         f'[upstream]\nhost = "{cluster.host}"\nport = {cluster.port}\n\n'
         f'[upstream.roles.pgwarden_proxy]\npassword = "{password}"\n\n'
         f'[decision]\nmode = "local"\nupstream_role = "pgwarden_proxy"\n'
@@ -88,7 +91,9 @@ def make_proxy(
     """Start real proxy processes (``python -m pgwarden proxy``); all stopped at the end."""
     started: list[PgwardenProcess] = []
 
-    def make(extra_config: str = "", name: str = "proxy", auth: str = "") -> ProxyUnderTest:
+    def make(
+        extra_config: str = "", name: str = "proxy", auth: str = "", proxy_settings: str = ""
+    ) -> ProxyUnderTest:
         base = tmp_path_factory.mktemp(name)
         tokens_file = base / "dev_tokens.toml"
         tokens = {s: issue_dev_token(tokens_file, s, g) for s, g in IDENTITIES.items()}
@@ -101,6 +106,7 @@ def make_proxy(
             tokens_file=tokens_file,
             auth=auth,
             extra=extra_config,
+            proxy_settings=proxy_settings,
         )
         process = PgwardenProcess(
             "proxy", config, host="127.0.0.1", port=port, log_path=base / "proxy.log"

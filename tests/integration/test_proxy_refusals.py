@@ -139,7 +139,7 @@ def test_refused_statement_text_never_reaches_the_server(
         assert pid is not None
         with pytest.raises(errors.InsufficientPrivilege):
             conn.execute(REFUSED, binary=binary, prepare=False)
-        last = proxy.cluster.psql(f"SELECT query FROM pg_stat_activity WHERE pid = {int(pid[0])}")  # noqa: S608
+        last = proxy.cluster.psql(f"SELECT query FROM pg_stat_activity WHERE pid = {int(pid[0])}")
     assert last.strip() == "SELECT pg_backend_pid()"
 
 
