@@ -34,6 +34,7 @@ class DecisionCode(StrEnum):
     OPA_TIMEOUT = "opa_timeout"
     INVALID_DECISION = "invalid_decision"
     ANALYSIS_FAILED = "analysis_failed"
+    PDP_UNAUTHENTICATED = "pdp_unauthenticated"
 
 
 def new_decision_id() -> str:
@@ -146,6 +147,18 @@ class DecisionPoint(Protocol):
 
     async def open_session(self, identity: Identity, session: SessionFacts) -> SessionGrant: ...
 
+    def decide_now(
+        self,
+        identity: Identity,
+        session: SessionFacts,
+        statements: Sequence[Statement],
+        *,
+        in_transaction: bool,
+    ) -> list[Decision] | None:
+        """The decisions if they are at hand without waiting (e.g. all cached), else None;
+        the proxy's hot path tries this before awaiting :meth:`decide`."""
+        ...
+
     async def decide(
         self,
         identity: Identity,
@@ -166,6 +179,16 @@ class LocalDecisionPoint:
 
     async def open_session(self, identity: Identity, session: SessionFacts) -> SessionGrant:
         return SessionGrant(True, self.upstream_role, decision_id=new_decision_id())
+
+    def decide_now(
+        self,
+        identity: Identity,
+        session: SessionFacts,
+        statements: Sequence[Statement],
+        *,
+        in_transaction: bool,
+    ) -> list[Decision]:
+        return [self._decide_one(s) for s in statements]
 
     async def decide(
         self,

@@ -569,26 +569,39 @@ class ClientConnection(asyncio.Protocol):
         if relay.terminated and self.upstream is not None:
             self.upstream.close()
 
-    def _decide(self, request: DecisionRequest) -> None:
-        self._paused_for_decision = True
-        self._update_client_reading()
-        self._spawn(self._decide_loop(request))
-
-    async def _decide_loop(self, first: DecisionRequest) -> None:
+    def _decide(self, request: DecisionRequest | None) -> None:
+        """Resolve decision requests synchronously while the answers are at hand (the
+        cached hot path); otherwise pause the client and await them in a task."""
         relay, identity, facts = self.relay, self.identity, self.facts
         assert relay is not None
         assert identity is not None
         assert facts is not None
-        request: DecisionRequest | None = first
+        point = self.server.decision_point
+        while request is not None:
+            decisions = point.decide_now(
+                identity, facts, request.statements, in_transaction=relay.in_transaction
+            )
+            if decisions is None:
+                self._paused_for_decision = True
+                self._update_client_reading()
+                self._spawn(self._decide_loop(request))
+                return
+            request = relay.resolve(decisions)
+            self._flush()
+
+    async def _decide_loop(self, request: DecisionRequest) -> None:
+        relay, identity, facts = self.relay, self.identity, self.facts
+        assert relay is not None
+        assert identity is not None
+        assert facts is not None
         try:
-            while request is not None:
-                decisions = await self.server.decision_point.decide(
-                    identity, facts, request.statements, in_transaction=relay.in_transaction
-                )
-                request = relay.resolve(decisions)
-                self._flush()
+            decisions = await self.server.decision_point.decide(
+                identity, facts, request.statements, in_transaction=relay.in_transaction
+            )
+            self._paused_for_decision = False
+            self._update_client_reading()
+            next_request = relay.resolve(decisions)
+            self._flush()
+            self._decide(next_request)
         except m.ProtocolViolation as exc:
             self.fatal("08P01", f"protocol violation: {exc}")
-            return
-        self._paused_for_decision = False
-        self._update_client_reading()
