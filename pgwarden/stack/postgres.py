@@ -14,6 +14,7 @@ import tempfile
 from dataclasses import dataclass
 from pathlib import Path
 
+from pgwarden.stack.certs import write_self_signed
 from pgwarden.stack.process import ManagedProcess, StackError, free_port
 
 PROXY_ROLE = "pgwarden_proxy"
@@ -111,6 +112,7 @@ class PostgresCluster:
             shutil.chown(self.base_dir, self.os_user, self.os_user)
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
+            self._enable_tls()
         self.server.start()
         self.server.wait_ready(self.is_ready, timeout_s=60)
         self._ensure_proxy_role()
@@ -230,6 +232,21 @@ class PostgresCluster:
             "host all all ::1/128 scram-sha-256\n"
         )
         (self.data_dir / "pg_hba.conf").write_text(hba)
+
+    @property
+    def tls_cert(self) -> Path:
+        """The server's self-signed certificate: the CA for ``sslmode=verify-full``."""
+        return self.data_dir / "server.crt"
+
+    def _enable_tls(self) -> None:
+        cert, key = write_self_signed(self.data_dir / "tls")
+        shutil.move(cert, self.tls_cert)
+        shutil.move(key, self.data_dir / "server.key")
+        if self.os_user:
+            for f in (self.tls_cert, self.data_dir / "server.key", self.data_dir / "tls"):
+                shutil.chown(f, self.os_user, self.os_user)
+        with (self.data_dir / "postgresql.auto.conf").open("a") as conf:
+            conf.write("ssl = on\n")
 
     def _ensure_proxy_role(self) -> None:
         password = self.proxy_login.password.replace("'", "''")

@@ -52,14 +52,15 @@ def write_proxy_config(
     auth: str = "",
     extra: str = "",
     proxy_settings: str = "",
+    upstream_settings: str = "",
 ) -> None:
-    """A proxy config; ``auth`` and ``proxy_settings`` add keys to [auth] and [proxy],
-    ``extra`` appends whole sections."""
+    """A proxy config; ``auth``, ``proxy_settings`` and ``upstream_settings`` add keys to
+    [auth], [proxy] and [upstream]; ``extra`` appends whole sections."""
     password = cluster.proxy_login.password
     path.write_text(
         f'[proxy]\nlisten = "127.0.0.1"\nport = {port}\nproxy_id = "test-proxy"\n'
         f"{proxy_settings}\n"
-        f'[upstream]\nhost = "{cluster.host}"\nport = {cluster.port}\n\n'
+        f'[upstream]\nhost = "{cluster.host}"\nport = {cluster.port}\n{upstream_settings}\n'
         f'[upstream.roles.pgwarden_proxy]\npassword = "{password}"\n\n'
         f'[decision]\nmode = "local"\nupstream_role = "pgwarden_proxy"\n'
         f"deny = {json.dumps(DENY_PATTERNS)}\n\n"
@@ -92,7 +93,11 @@ def make_proxy(
     started: list[PgwardenProcess] = []
 
     def make(
-        extra_config: str = "", name: str = "proxy", auth: str = "", proxy_settings: str = ""
+        extra_config: str = "",
+        name: str = "proxy",
+        auth: str = "",
+        proxy_settings: str = "",
+        upstream_settings: str = "",
     ) -> ProxyUnderTest:
         base = tmp_path_factory.mktemp(name)
         tokens_file = base / "dev_tokens.toml"
@@ -107,6 +112,7 @@ def make_proxy(
             auth=auth,
             extra=extra_config,
             proxy_settings=proxy_settings,
+            upstream_settings=upstream_settings,
         )
         process = PgwardenProcess(
             "proxy", config, host="127.0.0.1", port=port, log_path=base / "proxy.log"

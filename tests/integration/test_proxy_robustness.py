@@ -3,7 +3,6 @@ shutdown, and memory under a slow reader, all against the real proxy process."""
 
 from __future__ import annotations
 
-import datetime
 import signal
 import socket
 from collections.abc import Callable
@@ -11,47 +10,18 @@ from pathlib import Path
 
 import psycopg
 import pytest
-from cryptography import x509
-from cryptography.hazmat.primitives import hashes, serialization
-from cryptography.hazmat.primitives.asymmetric import ec
-from cryptography.x509.oid import NameOID
 
 from pgwarden.proxy.protocol import messages as m
+from pgwarden.stack.certs import write_self_signed
+from pgwarden.stack.postgres import PostgresCluster
 from pgwarden.stack.process import port_accepts
 from tests.integration.conftest import TEST_DB, ProxyUnderTest
 from tests.integration.rawpg import RawClient
 
 
-def self_signed(directory: Path) -> tuple[Path, Path]:
-    key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
-    now = datetime.datetime.now(datetime.UTC)
-    cert = (
-        x509.CertificateBuilder()
-        .subject_name(name)
-        .issuer_name(name)
-        .public_key(key.public_key())
-        .serial_number(x509.random_serial_number())
-        .not_valid_before(now - datetime.timedelta(minutes=5))
-        .not_valid_after(now + datetime.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([x509.DNSName("localhost")]), False)
-        .sign(key, hashes.SHA256())
-    )
-    cert_file, key_file = directory / "cert.pem", directory / "key.pem"
-    cert_file.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_file.write_bytes(
-        key.private_bytes(
-            serialization.Encoding.PEM,
-            serialization.PrivateFormat.PKCS8,
-            serialization.NoEncryption(),
-        )
-    )
-    return cert_file, key_file
-
-
 @pytest.fixture(scope="module")
 def certificate(tmp_path_factory: pytest.TempPathFactory) -> tuple[Path, Path]:
-    return self_signed(tmp_path_factory.mktemp("tls"))
+    return write_self_signed(tmp_path_factory.mktemp("tls"))
 
 
 @pytest.fixture(scope="module")
@@ -254,3 +224,24 @@ def test_slow_reader_of_one_gigabyte_keeps_proxy_memory_bounded(
     assert (rows, size) == (ROWS, ROWS * (WIDTH + 6))  # 6: column count and value length
     assert paused_rss - baseline < MEMORY_BOUND_KIB
     assert peak - baseline < MEMORY_BOUND_KIB, f"peak grew by {peak - baseline} KiB"
+
+
+@pytest.mark.parametrize("sslmode", ["require", "verify-full"])
+def test_upstream_over_tls(
+    make_proxy: Callable[..., ProxyUnderTest], pg_cluster: PostgresCluster, sslmode: str
+) -> None:
+    settings = f'sslmode = "{sslmode}"\nca_file = "{pg_cluster.tls_cert}"\n'
+    proxy = make_proxy(name=f"upstream-tls-{sslmode}", upstream_settings=settings)
+    with psycopg.connect(proxy.dsn()) as conn:
+        row = conn.execute("SELECT ssl FROM pg_stat_ssl WHERE pid = pg_backend_pid()").fetchone()
+    assert row == (True,)
+
+
+def test_upstream_verify_full_refuses_an_unknown_ca(
+    make_proxy: Callable[..., ProxyUnderTest],
+    certificate: tuple[Path, Path],
+) -> None:
+    settings = f'sslmode = "verify-full"\nca_file = "{certificate[0]}"\n'
+    proxy = make_proxy(name="upstream-bad-ca", upstream_settings=settings)
+    with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
+        psycopg.connect(proxy.dsn()).close()
