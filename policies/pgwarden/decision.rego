@@ -1,16 +1,132 @@
 # METADATA
-# title: pgwarden decision
+# title: pgwarden
 # description: |
-#   The single entry point, data.pgwarden.decision (decision contract v1).
-#   Fail closed: a statement that no rule allows is denied.
+#   The entry points: data.pgwarden.decision for statements (decision contract v1, this
+#   file) and data.pgwarden.session for new connections (session.rego).
+#   Every topic package contributes "outcomes"; this package combines them so that the
+#   strictest wins: any deny denies; otherwise any approval requirement holds (until
+#   context.approved says it was given); the smallest row limit applies; for a column the
+#   strongest mask applies; cache_ttl_s is the smallest of the contributing rules; the
+#   reasons of every contributing rule are kept. Fail closed: an identity that matches no
+#   profile is denied by data.pgwarden.identities.
 package pgwarden
+
+import data.pgwarden.destructive
+import data.pgwarden.exfiltration
+import data.pgwarden.identities
+import data.pgwarden.masking
+import data.pgwarden.opaque_code
+import data.pgwarden.privilege
 
 # METADATA
 # title: decision
-# description: The decision for input (contract v1); deny unless a rule allows.
+# description: |
+#   The decision for input (contract v1), always a complete object: action, reasons,
+#   mask, row_limit, cache_ttl_s, dry_run. An input without a statement is denied.
 # entrypoint: true
+# scope: document
 default decision := {
 	"action": "deny",
-	"reasons": ["no policy rule allows this statement"],
-	"cache_ttl_s": 60,
+	"reasons": ["decision: the input document has no statement"],
+	"mask": {},
+	"row_limit": null,
+	"cache_ttl_s": 0,
+	"dry_run": false,
 }
+
+decision := {
+	"action": action,
+	"reasons": reasons,
+	"mask": mask,
+	"row_limit": row_limit,
+	"cache_ttl_s": cache_ttl_s,
+	"dry_run": data.data.settings.dry_run == true,
+} if {
+	is_object(input.statement)
+}
+
+# METADATA
+# title: outcomes
+# description: The outcomes of every topic rule for this input.
+outcomes contains outcome if {
+	some topic in [
+		identities.outcomes,
+		exfiltration.outcomes,
+		privilege.outcomes,
+		opaque_code.outcomes,
+		masking.outcomes,
+		destructive.outcomes,
+	]
+	some outcome in topic
+}
+
+denials contains outcome if {
+	some outcome in outcomes
+	outcome.effect == "deny"
+}
+
+approvals contains outcome if {
+	some outcome in outcomes
+	outcome.effect == "require_approval"
+}
+
+approved if {
+	count(denials) == 0
+	count(approvals) > 0
+	input.context.approved == true
+}
+
+# Allow unless an outcome says otherwise (an unknown identity always has a deny outcome).
+default action := "allow"
+
+action := "deny" if {
+	count(denials) > 0
+} else := "allow" if {
+	approved
+} else := "require_approval" if {
+	count(approvals) > 0
+}
+
+# Reasons: denials first, then approval requirements, then the rest (masks, limits).
+reasons := array.flatten([
+	reasons_of(denials),
+	reasons_of(approvals),
+	approval_note,
+	reasons_of((outcomes - denials) - approvals),
+])
+
+reasons_of(contributions) := sort({outcome.reason | some outcome in contributions})
+
+default approval_note := []
+
+approval_note := ["decision: the approval recorded in context.approved applies"] if approved
+
+mask_outcomes contains outcome if {
+	some outcome in outcomes
+	outcome.effect == "mask"
+}
+
+# For each column the strongest mask (data.data.masking.strength; an unknown function
+# counts as strongest, and is denied by data.pgwarden.masking); ties by name.
+mask[column] := strongest[1] if {
+	some column in {outcome.column | some outcome in mask_outcomes}
+	strongest := max({[object.get(data.data.masking.strength, outcome.mask, 1000), outcome.mask] |
+		some outcome in mask_outcomes
+		outcome.column == column
+	})
+}
+
+default row_limit := null
+
+row_limit := min(limits) if {
+	limits := {outcome.row_limit | some outcome in outcomes; outcome.effect == "row_limit"}
+	count(limits) > 0
+}
+
+# A decision that read context.approved (volatile) must not be cached.
+cache_ttl_s := 0 if {
+	count(approvals) > 0
+} else := min(ttls) if {
+	ttls := {outcome.cache_ttl_s | some outcome in outcomes}
+	count(ttls) > 0
+} else := data.data.settings.cache_ttl_s

@@ -1,0 +1,114 @@
+# METADATA
+# title: Exfiltration
+# description: |
+#   Ways to move data out in bulk or around the proxy: COPY ... TO (STDOUT, PROGRAM,
+#   FILE, and COPY (query) TO), COPY ... PROGRAM/FILE in either direction, SELECT * and
+#   unbounded reads of classified data, server file and large-object functions, dblink
+#   and postgres_fdw, and filters on protected columns that act as an oracle. All are
+#   governed by the "export" control of the identity's profiles.
+package pgwarden.exfiltration
+
+import data.pgwarden.facts
+import data.pgwarden.identities
+import data.pgwarden.masking
+
+# METADATA
+# title: outcomes
+# description: What exfiltration rules contribute to the decision.
+# scope: document
+outcomes contains outcome if {
+	some statement in facts.statements
+	statement.copy.direction == "to"
+	target := upper(statement.copy.target)
+	reason := sprintf("exfiltration: COPY %s TO %s exports data", [copy_source(statement.copy), target])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+outcomes contains outcome if {
+	some statement in facts.statements
+	statement.copy.target in {"program", "file"}
+	reason := sprintf("exfiltration: COPY ... %s runs on the database server", [upper(statement.copy.target)])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+outcomes contains outcome if {
+	some statement in facts.statements
+	some relation in facts.starred_reads(statement)
+	relation in facts.classified_relations
+	reason := sprintf("exfiltration: SELECT * of classified relation %s; name the columns", [relation])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+outcomes contains outcome if {
+	some statement in facts.statements
+	why := unbounded(statement)
+	columns := {ref.column |
+		some ref in facts.column_refs(statement)
+		ref.usage in {"output", "derived"}
+		facts.classified_columns[ref.column]
+	}
+	count(columns) > 0
+	reason := sprintf("exfiltration: unbounded read (%s) of classified %s", [why, concat(", ", sort(columns))])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+outcomes contains outcome if {
+	some statement in facts.statements
+	some function in statement.functions
+	some kind in {"server_files", "large_objects"}
+	facts.function_name(function) in data.data.functions[kind]
+	reason := sprintf("exfiltration: %s reads or writes files on the database server", [function])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+outcomes contains outcome if {
+	some statement in facts.statements
+	some function in statement.functions
+	facts.function_name(function) in data.data.functions.remote_access
+	reason := sprintf("exfiltration: %s connects to another server", [function])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+outcomes contains outcome if {
+	some statement in facts.statements
+	statement.command in remote_commands
+	reason := sprintf("exfiltration: %s links the database to another server", [statement.command])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+outcomes contains outcome if {
+	some statement in facts.statements
+	some relation in statement.relations
+	relation.kind == "foreign_table"
+	relation.access == "write"
+	name := facts.relation_name(relation)
+	reason := sprintf("exfiltration: writing to foreign table %s sends rows to another server", [name])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+outcomes contains outcome if {
+	some ref in facts.references
+	ref.usage in {"filter", "join", "order"}
+	ref.column in masking.protected
+	reason := sprintf("exfiltration: %s in a %s clause acts as an oracle on a protected column", [ref.column, ref.usage])
+	outcome := facts.controlled(identities.mode.export, reason)
+}
+
+remote_commands := {
+	"CREATE SERVER", "ALTER SERVER", "CREATE FOREIGN DATA WRAPPER", "ALTER FOREIGN DATA WRAPPER",
+	"CREATE FOREIGN TABLE", "ALTER FOREIGN TABLE", "CREATE USER MAPPING", "ALTER USER MAPPING",
+	"IMPORT FOREIGN SCHEMA",
+}
+
+copy_source(copy) := "(query)" if {
+	copy.query == true
+} else := copy.relation
+
+# Why a read is unbounded: no WHERE, no LIMIT, or a LIMIT above settings.bulk_read_limit.
+unbounded(statement) := "no WHERE clause" if {
+	not statement.has_where
+} else := "no LIMIT" if {
+	not is_number(statement.limit)
+} else := sprintf("LIMIT %d above %d", [statement.limit, data.data.settings.bulk_read_limit]) if {
+	statement.limit > data.data.settings.bulk_read_limit
+}

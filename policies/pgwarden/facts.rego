@@ -1,0 +1,123 @@
+# METADATA
+# title: Statement facts
+# description: |
+#   Shared views of the input document (contract v1) for the topic rules: the statement
+#   and every statement nested in it, qualified names, the classification of the
+#   session's database and the outcome objects that topic rules contribute.
+package pgwarden.facts
+
+# METADATA
+# title: statements
+# description: |
+#   The statement and every statement nested in it (DO body, PREPARE, EXPLAIN ANALYZE,
+#   a cursor's query), at any depth, so that every topic rule judges them all alike.
+statements contains statement if {
+	walk(input.statement, [path, statement])
+	is_object(statement)
+	nesting_path(path)
+}
+
+# A path from input.statement down "nested" lists only: [], ["nested", 0], ["nested", 0, "nested", 2], ...
+nesting_path(path) if {
+	count(path) % 2 == 0
+	every index, step in path {
+		nesting_step(index, step)
+	}
+}
+
+nesting_step(index, "nested") if index % 2 == 0
+
+nesting_step(index, step) if {
+	index % 2 == 1
+	is_number(step)
+}
+
+# METADATA
+# title: commands
+# description: The commands of the statement and of every nested statement.
+commands contains statement.command if some statement in statements
+
+# METADATA
+# title: classified_columns
+# description: |
+#   Classified columns of the session's database, by qualified name
+#   ("public.customers.email"), from data.data.classification (policies/data).
+classified_columns[name] := object.union(info, {"relation": relation, "column": column}) if {
+	some relation, columns in data.data.classification.databases[input.session.database]
+	some column, info in columns
+	name := sprintf("%s.%s", [relation, column])
+}
+
+# METADATA
+# title: classified_relations
+# description: Relations ("public.customers") with at least one classified column.
+classified_relations contains info.relation if some info in classified_columns
+
+# METADATA
+# title: relation_name
+# description: The qualified name of a relation fact ("public.customers").
+relation_name(relation) := sprintf("%s.%s", [relation.schema, relation.name])
+
+# METADATA
+# title: function_name
+# description: A function's name without its schema ("pg_catalog.lo_export" -> "lo_export").
+function_name(function) := parts[count(parts) - 1] if parts := split(function, ".")
+
+# METADATA
+# title: column_refs
+# description: |
+#   The columns a statement touches, as {"column", "usage"}: usage as in the columns
+#   facts, "output" for a direct output and for every classified column of a relation
+#   read whole (starred_reads), "derived" for an output computed from a column (an expression, a function).
+column_refs(statement) := (from_columns | from_outputs) | from_star if {
+	from_columns := {{"column": sprintf("%s.%s", [ref.relation, ref.column]), "usage": ref.usage} |
+		some ref in statement.columns
+	}
+	from_outputs := {{"column": source, "usage": output_usage(output)} |
+		some output in statement.outputs
+		some source in output.sources
+	}
+	from_star := {{"column": name, "usage": "output"} |
+		some relation in starred_reads(statement)
+		some name, info in classified_columns
+		info.relation == relation
+	}
+}
+
+# METADATA
+# title: starred_reads
+# description: |
+#   Relations whose every column a statement reads: SELECT * and COPY ... TO of a whole
+#   table. (The analyzer also lists the table of COPY ... FROM in "star"; that is a write.)
+starred_reads(statement) := {relation |
+	some relation in statement.star
+	some read in statement.relations
+	read.access == "read"
+	relation_name(read) == relation
+}
+
+output_usage(output) := "output" if {
+	output.direct == true
+} else := "derived"
+
+# METADATA
+# title: references
+# description: The column references of the statement and of every nested statement.
+references contains ref if {
+	some statement in statements
+	some ref in column_refs(statement)
+}
+
+# METADATA
+# title: outcome
+# description: |
+#   What a topic rule contributes to the decision: an effect ("deny", "require_approval",
+#   "mask", "row_limit"), a reason and the time the decision may be cached.
+outcome(effect, reason) := {"effect": effect, "reason": reason, "cache_ttl_s": data.data.settings.cache_ttl_s}
+
+# METADATA
+# title: controlled
+# description: |
+#   The outcome of a rule governed by a profile control (data.pgwarden.identities.mode):
+#   a deny or an approval requirement; undefined when the control's mode is "allow".
+controlled(mode, reason) := outcome(mode, reason) if mode != "allow"

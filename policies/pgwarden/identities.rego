@@ -1,0 +1,141 @@
+# METADATA
+# title: Identities
+# description: |
+#   Which profile of data.data.identities.profiles (policies/data/identities.json) an
+#   identity gets, matched by subject or by group, and what the profile itself allows:
+#   databases, commands, writes, DDL, row limit. An identity that matches no profile is
+#   denied everything. An identity that matches several profiles gets the strictest of
+#   them: every profile's restrictions apply.
+package pgwarden.identities
+
+import data.pgwarden.facts
+
+# METADATA
+# title: profiles
+# description: The identity profiles, by name, from policies/data/identities.json.
+profiles := data.data.identities.profiles
+
+# METADATA
+# title: matched
+# description: Names of the profiles whose "match" selects the identity (by subject or by group).
+matched contains name if {
+	some name, profile in profiles
+	selects(profile.match, input.identity)
+}
+
+selects(selector, identity) if identity.subject in selector.subjects
+
+selects(selector, identity) if {
+	some group in identity.groups
+	group in selector.groups
+}
+
+# METADATA
+# title: known
+# description: The identity matches at least one profile.
+known if count(matched) > 0
+
+# METADATA
+# title: controls
+# description: The controls a profile sets (policies/data/identities.json, "controls").
+controls := {"ddl", "destructive", "export", "privilege", "opaque_code", "anonymous_code", "user_functions"}
+
+# METADATA
+# title: mode
+# description: |
+#   How the identity's profiles treat each control: "deny", "require_approval" or
+#   "allow". The strictest profile wins; a missing or misspelt setting, and an unknown
+#   identity, mean "deny".
+mode[control] := strictest({object.get(profiles[name], ["controls", control], "deny") | some name in matched}) if {
+	some control in controls
+}
+
+strictest(modes) := "deny" if {
+	count(modes) == 0
+} else := "deny" if {
+	some mode in modes
+	not mode in {"allow", "require_approval"}
+} else := "require_approval" if {
+	"require_approval" in modes
+} else := "allow"
+
+subject := object.get(input, ["identity", "subject"], "")
+
+database := object.get(input, ["session", "database"], "")
+
+# METADATA
+# title: outcomes
+# description: What the identity's profiles contribute to the decision.
+# scope: document
+outcomes contains facts.outcome("deny", sprintf("identity: %q matches no profile", [subject])) if not known
+
+outcomes contains facts.outcome("deny", reason) if {
+	some name in matched
+	not database in profiles[name].databases
+	reason := sprintf("identity: profile %s may not use database %q", [name, database])
+}
+
+outcomes contains facts.outcome("deny", reason) if {
+	some name in matched
+	allowed := profiles[name].commands
+	not "*" in allowed
+	some statement in facts.statements
+	command := object.get(statement, "command", "")
+	not command in allowed
+	reason := sprintf("identity: profile %s may not run %s", [name, command])
+}
+
+outcomes contains facts.outcome("deny", reason) if {
+	some name in matched
+	some statement in facts.statements
+	some relation in statement.relations
+	relation.access == "write"
+	not writable(profiles[name], facts.relation_name(relation))
+	reason := sprintf("identity: profile %s may not write to %s", [name, facts.relation_name(relation)])
+}
+
+outcomes contains outcome if {
+	some statement in facts.statements
+	ddl(statement)
+	outcome := facts.controlled(mode.ddl, sprintf("identity: %s changes the schema", [statement.command]))
+}
+
+outcomes contains {
+	"effect": "row_limit",
+	"row_limit": limit,
+	"reason": sprintf("identity: profile %s returns at most %d rows", [name, limit]),
+	"cache_ttl_s": data.data.settings.cache_ttl_s,
+} if {
+	some name in matched
+	limit := profiles[name].row_limit
+	is_number(limit)
+}
+
+writable(profile, _) if profile.writes == "any"
+
+writable(profile, relation) if {
+	profile.writes == "listed"
+	relation in profile.writable_relations
+}
+
+ddl_prefixes := {"CREATE ", "ALTER ", "DROP "}
+
+# Schema changes and maintenance that are not CREATE/ALTER/DROP ... (command tags of
+# the analyzer, proxy/analysis/commands.py).
+ddl_commands := {
+	"COMMENT", "SECURITY LABEL", "REINDEX", "CLUSTER", "VACUUM", "ANALYZE", "CHECKPOINT",
+	"REFRESH MATERIALIZED VIEW", "LOCK TABLE", "LOCK", "IMPORT FOREIGN SCHEMA", "REASSIGN OWNED",
+	"SELECT INTO",
+}
+
+ddl(statement) if {
+	some relation in statement.relations
+	relation.access == "ddl"
+}
+
+ddl(statement) if statement.command in ddl_commands
+
+ddl(statement) if {
+	some prefix in ddl_prefixes
+	startswith(statement.command, prefix)
+}

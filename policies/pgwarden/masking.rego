@@ -1,0 +1,84 @@
+# METADATA
+# title: Masking
+# description: |
+#   Classification (data.data.classification) x identity profiles: which classes an
+#   identity may not touch at all ("denied_classes") and which mask function hides each
+#   classified column it reads ("masks": class -> column type -> function, "*" for any
+#   other type). Masks are applied by the proxy to direct outputs only, so an expression
+#   over a masked column (which could undo a partial mask) is denied.
+package pgwarden.masking
+
+import data.pgwarden.facts
+import data.pgwarden.identities
+
+# METADATA
+# title: denied_classes
+# description: Classes that one of the identity's profiles denies.
+denied_classes contains class if {
+	some name in identities.matched
+	some class in identities.profiles[name].denied_classes
+}
+
+# METADATA
+# title: column_masks
+# description: |
+#   [column, mask function] for every classified column that one of the identity's
+#   profiles masks; a class entry without a function for the column's type and without
+#   "*" gets "null", the strongest mask.
+column_masks contains [column, function] if {
+	some name in identities.matched
+	some column, info in facts.classified_columns
+	masks := identities.profiles[name].masks[info.class]
+	function := object.get(masks, info.type, object.get(masks, "*", "null"))
+}
+
+# METADATA
+# title: protected
+# description: Classified columns the identity may not read in clear (denied or masked).
+# scope: document
+protected contains column if {
+	some column, info in facts.classified_columns
+	info.class in denied_classes
+}
+
+protected contains column if some [column, _] in column_masks
+
+# METADATA
+# title: outcomes
+# description: |
+#   What classification contributes to the decision. Writing a value into a column of
+#   a denied class reveals nothing; any other use of it (output, filter, join, order,
+#   group) is a read.
+# scope: document
+outcomes contains facts.outcome("deny", reason) if {
+	some ref in facts.references
+	ref.usage != "write"
+	class := facts.classified_columns[ref.column].class
+	class in denied_classes
+	reason := sprintf("masking: %s is %s and may not be read by this identity", [ref.column, class])
+}
+
+outcomes contains {
+	"effect": "mask",
+	"column": ref.column,
+	"mask": function,
+	"reason": sprintf("masking: %s is returned masked with %s", [ref.column, function]),
+	"cache_ttl_s": data.data.settings.cache_ttl_s,
+} if {
+	some ref in facts.references
+	ref.usage == "output"
+	some [ref.column, function] in column_masks
+}
+
+outcomes contains facts.outcome("deny", reason) if {
+	some ref in facts.references
+	ref.usage == "derived"
+	some [ref.column, _] in column_masks
+	reason := sprintf("masking: an expression over %s would bypass its mask; select the column itself", [ref.column])
+}
+
+outcomes contains facts.outcome("deny", reason) if {
+	some [column, function] in column_masks
+	not data.data.masking.strength[function]
+	reason := sprintf("masking: unknown mask function %q for %s in policies/data", [function, column])
+}

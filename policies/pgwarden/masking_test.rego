@@ -1,0 +1,130 @@
+# METADATA
+# title: Masking tests
+# description: Classification x profile gives a mask per column, or a deny for denied classes.
+package pgwarden.masking_test
+
+import data.pgwarden.fixtures_test as fx
+import data.pgwarden.masking
+
+verdicts(identity, facts) := {outcome.reason: outcome.effect | some outcome in outcomes} if {
+	outcomes := masking.outcomes with input as fx.input_for(identity, facts)
+}
+
+masks(identity, facts) := {outcome.column: outcome.mask | some outcome in outcomes; outcome.effect == "mask"} if {
+	outcomes := masking.outcomes with input as fx.input_for(identity, facts)
+}
+
+contact := {
+	"relations": [fx.relation("customers", "read")],
+	"columns": [
+		fx.column("customers", "full_name", "output"),
+		fx.column("customers", "email", "output"),
+		fx.column("customers", "phone", "output"),
+	],
+	"outputs": [fx.output("customers", "full_name"), fx.output("customers", "email"), fx.output("customers", "phone")],
+	"has_where": true, "limit": 10,
+}
+
+test_deny_pii_returned_masked_by_type_for_reporting if {
+	masks(fx.reporting, contact) == {
+		"public.customers.email": "partial_email",
+		"public.customers.phone": "last4",
+		"public.customers.full_name": "redact",
+	}
+}
+
+test_deny_pii_returned_hashed_for_etl if {
+	masks(fx.etl, contact) == {
+		"public.customers.email": "hash",
+		"public.customers.phone": "hash",
+		"public.customers.full_name": "hash",
+	}
+}
+
+test_allow_pii_in_clear_for_dba if {
+	verdicts(fx.dba, contact) == {}
+}
+
+test_deny_masks_columns_of_select_star if {
+	star := {"relations": [fx.relation("payments", "read")], "star": ["public.payments"]}
+	verdicts(fx.reporting, star) == {
+		"masking: public.payments.card_number is secret and may not be read by this identity": "deny",
+	}
+}
+
+test_allow_unclassified_columns_unmasked if {
+	ids := {"columns": [fx.column("orders", "total", "output")], "outputs": [fx.output("orders", "total")]}
+	verdicts(fx.reporting, ids) == {}
+}
+
+test_deny_secret_column_for_agents if {
+	ssn := {"columns": [fx.column("customers", "ssn", "output")], "outputs": [fx.output("customers", "ssn")]}
+	verdicts(fx.reporting, ssn) == {"masking: public.customers.ssn is secret and may not be read by this identity": "deny"}
+	verdicts(fx.etl, ssn) == {"masking: public.customers.ssn is secret and may not be read by this identity": "deny"}
+}
+
+test_allow_writing_a_secret_column if {
+	insert := {"command": "INSERT", "columns": [fx.column("payments", "card_number", "write")]}
+	verdicts(fx.etl, insert) == {}
+}
+
+test_allow_secret_column_for_dba if {
+	ssn := {"columns": [fx.column("customers", "ssn", "output")], "outputs": [fx.output("customers", "ssn")]}
+	verdicts(fx.dba, ssn) == {}
+}
+
+test_deny_expression_over_masked_column if {
+	upper_email := {"columns": [fx.column("customers", "email", "output")], "outputs": [fx.derived("customers", "email")]}
+	verdicts(fx.reporting, upper_email) == {
+		"masking: an expression over public.customers.email would bypass its mask; select the column itself": "deny",
+		"masking: public.customers.email is returned masked with partial_email": "mask",
+	}
+}
+
+test_allow_expression_over_unmasked_column if {
+	upper_email := {"columns": [fx.column("customers", "email", "output")], "outputs": [fx.derived("customers", "email")]}
+	verdicts(fx.dba, upper_email) == {}
+}
+
+test_deny_class_without_function_for_the_type_gets_null if {
+	probe := {"probe": {"match": {"subjects": ["agent:probe"]}, "masks": {"pii": {"email": "hash"}}}}
+	outcomes := masking.outcomes with input as fx.input_for({"subject": "agent:probe"}, contact)
+		with data.data.identities.profiles as probe
+	{outcome.column: outcome.mask | some outcome in outcomes} == {
+		"public.customers.email": "hash",
+		"public.customers.phone": "null",
+		"public.customers.full_name": "null",
+	}
+}
+
+test_deny_unknown_mask_function if {
+	probe := {"probe": {"match": {"subjects": ["agent:probe"]}, "masks": {"pii": {"*": "scramble"}}}}
+	email := {"columns": [fx.column("customers", "email", "output")], "outputs": [fx.output("customers", "email")]}
+	outcomes := masking.outcomes with input as fx.input_for({"subject": "agent:probe"}, email)
+		with data.data.identities.profiles as probe
+	reason := `masking: unknown mask function "scramble" for public.customers.email in policies/data`
+	{"effect": "deny", "reason": reason, "cache_ttl_s": 60} in outcomes
+}
+
+test_allow_known_mask_functions if {
+	every profile in data.data.identities.profiles {
+		every functions in profile.masks {
+			every function in functions {
+				data.data.masking.strength[function]
+			}
+		}
+	}
+}
+
+test_deny_protected_columns_of_reporting if {
+	protected := masking.protected with input as fx.input_for(fx.reporting, {})
+	protected == {
+		"public.customers.full_name", "public.customers.email", "public.customers.phone",
+		"public.customers.ssn", "public.payments.card_number",
+	}
+}
+
+test_allow_nothing_protected_for_dba if {
+	protected := masking.protected with input as fx.input_for(fx.dba, {})
+	protected == set()
+}
