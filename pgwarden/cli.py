@@ -43,9 +43,15 @@ def build_parser() -> argparse.ArgumentParser:
         help="policy directory to load into OPA (default: the shipped pack)",
     )
     up.set_defaults(func=cmd_up)
+    from pgwarden.pdp.server import add_command as add_pdp_command  # noqa: PLC0415 (lazy grpc)
+
+    add_pdp_command(sub)  # pgwarden pdp --config FILE
     from pgwarden.proxy.main import add_command as add_proxy_command  # noqa: PLC0415
 
     add_proxy_command(sub)  # pgwarden proxy --config FILE
+    from pgwarden.proxy.analysis.explain import add_explain_parser  # noqa: PLC0415
+
+    add_explain_parser(sub)  # pgwarden explain --identity SUBJECT "SQL"
     return parser
 
 

@@ -5,11 +5,12 @@ from __future__ import annotations
 
 import os
 from collections.abc import Mapping
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgwarden.config import ConfigError, Section, load_toml
 from pgwarden.proxy.auth.config import AuthConfig
+from pgwarden.proxy.masking import MASK_FUNCTIONS
 from pgwarden.proxy.upstream import UpstreamTarget
 
 SSLMODES = ("disable", "require", "verify-ca", "verify-full")
@@ -30,6 +31,8 @@ class LocalDecisions:
 
     upstream_role: str
     deny: tuple[str, ...] = ()
+    mask: Mapping[str, str] = field(default_factory=dict)
+    row_limit: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,6 +54,7 @@ class ProxyConfig:
     startup_timeout_s: float = 10.0
     idle_timeout_s: float = 0.0
     shutdown_grace_s: float = 30.0
+    mask_hash_key: bytes | None = None
 
     @classmethod
     def load(cls, path: Path) -> ProxyConfig:
@@ -71,6 +75,18 @@ class ProxyConfig:
         startup_timeout = _seconds(proxy, "startup_timeout_s", 10.0, allow_zero=False)
         idle_timeout = _seconds(proxy, "idle_timeout_s", 0.0, allow_zero=True)
         grace = _seconds(proxy, "shutdown_grace_s", 30.0, allow_zero=True)
+        key_file = proxy.optional("mask_hash_key_file", str)
+        mask_key = None
+        if key_file is not None:
+            path = base / key_file
+            try:
+                mask_key = path.read_bytes().strip()
+            except OSError as exc:
+                raise proxy.error(
+                    "mask_hash_key_file", f"cannot read {path}: {exc.strerror}"
+                ) from None
+            if len(mask_key) < 16:
+                raise proxy.error("mask_hash_key_file", "the key must have at least 16 bytes")
         proxy.reject_unknown()
 
         tls_section = root.section("tls")
@@ -112,6 +128,16 @@ class ProxyConfig:
         deny = dec.get("deny", list, [])
         if not all(isinstance(p, str) for p in deny):
             raise dec.error("deny", "must be a list of strings")
+        mask_section = dec.section("mask")
+        mask = {}
+        for column in list(mask_section.data):
+            function = mask_section.get(column, str)
+            if function not in MASK_FUNCTIONS:
+                raise mask_section.error(column, f"must be one of {', '.join(MASK_FUNCTIONS)}")
+            mask[column] = function
+        row_limit = dec.optional("row_limit", int)
+        if row_limit is not None and row_limit < 0:
+            raise dec.error("row_limit", "must be >= 0")
         dec.reject_unknown()
         root.reject_unknown()
 
@@ -123,7 +149,7 @@ class ProxyConfig:
             upstream=target,
             roles=roles,
             auth=auth,
-            decisions=LocalDecisions(role, tuple(deny)),
+            decisions=LocalDecisions(role, tuple(deny), mask, row_limit),
             tls=tls,
             require_tls=require_tls,
             allow_plaintext_loopback=loopback,
@@ -131,6 +157,7 @@ class ProxyConfig:
             startup_timeout_s=startup_timeout,
             idle_timeout_s=idle_timeout,
             shutdown_grace_s=grace,
+            mask_hash_key=mask_key,
         )
 
 

@@ -171,11 +171,21 @@ class DecisionPoint(Protocol):
 
 class LocalDecisionPoint:
     """In-process decisions for tests and development: allow everything except statements
-    whose normalized SQL matches one of ``deny_patterns`` (case-insensitive regexes)."""
+    whose normalized SQL matches one of ``deny_patterns`` (case-insensitive regexes), with
+    the same ``mask`` and ``row_limit`` on every allowed statement."""
 
-    def __init__(self, upstream_role: str, deny_patterns: Sequence[str] = ()) -> None:
+    def __init__(
+        self,
+        upstream_role: str,
+        deny_patterns: Sequence[str] = (),
+        *,
+        mask: Mapping[str, str] | None = None,
+        row_limit: int | None = None,
+    ) -> None:
         self.upstream_role = upstream_role
         self._deny = [re.compile(p, re.IGNORECASE) for p in deny_patterns]
+        self._mask = dict(mask or {})
+        self._row_limit = row_limit
 
     async def open_session(self, identity: Identity, session: SessionFacts) -> SessionGrant:
         return SessionGrant(True, self.upstream_role, decision_id=new_decision_id())
@@ -209,4 +219,6 @@ class LocalDecisionPoint:
                     (f"matches deny-list pattern {pattern.pattern!r}",),
                     new_decision_id(),
                 )
-        return Decision(Action.ALLOW, (), new_decision_id())
+        return Decision(
+            Action.ALLOW, (), new_decision_id(), mask=self._mask, row_limit=self._row_limit
+        )

@@ -19,7 +19,6 @@ from pgwarden.proxy.auth.agent import AgentAuthenticator
 from pgwarden.proxy.config import ProxyConfig
 from pgwarden.proxy.decision import LocalDecisionPoint
 from pgwarden.proxy.server import ProxyServer
-from pgwarden.proxy.statements import BasicAnalyzer
 
 _STANDARD_LOG_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
 
@@ -35,6 +34,8 @@ class JsonLogFormatter(logging.Formatter):
             "message": record.getMessage(),
         }
         entry.update({k: v for k, v in record.__dict__.items() if k not in _STANDARD_LOG_FIELDS})
+        if record.exc_info:
+            entry["exception"] = self.formatException(record.exc_info)
         return json.dumps(entry, default=str)
 
 
@@ -46,14 +47,11 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 async def serve(config: ProxyConfig) -> None:
     authenticator = AgentAuthenticator(config.auth)
-    decisions = LocalDecisionPoint(config.decisions.upstream_role, config.decisions.deny)
-    analyzer = BasicAnalyzer()
-    server = ProxyServer(
-        config,
-        authenticator=authenticator,
-        decision_point=decisions,
-        analyzer_factory=lambda database: analyzer,
+    local = config.decisions
+    decisions = LocalDecisionPoint(
+        local.upstream_role, local.deny, mask=local.mask, row_limit=local.row_limit
     )
+    server = ProxyServer(config, authenticator=authenticator, decision_point=decisions)
     await authenticator.warm_up()
     await server.start()
     stop = asyncio.Event()

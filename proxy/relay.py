@@ -20,17 +20,40 @@ from __future__ import annotations
 
 import secrets
 import struct
+import time
 from collections import deque
-from collections.abc import Sequence
+from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
-from typing import Protocol
+from typing import Any, Protocol
 
-from pgwarden.proxy.decision import Decision, Statement
+from pgwarden.proxy.decision import Action, Decision, Statement
+from pgwarden.proxy.masking import MaskKey, RowMask, parse_row_description, plan_row_mask
 from pgwarden.proxy.protocol import messages as m
 from pgwarden.proxy.protocol.framing import FrameBuffer
 
-_HEADER = struct.Struct("!ci")
+_LENGTH = struct.Struct("!i")
 REFUSED_SQLSTATE = "42501"  # insufficient_privilege
+ROW_LIMIT_SQLSTATE = "54000"  # program_limit_exceeded
+
+# Server message types, as ints (indexing bytes gives ints).
+_DATA_ROW, _COPY_DATA = ord("D"), ord("d")
+_ROW_DESCRIPTION, _NO_DATA = ord("T"), ord("n")
+_READY_FOR_QUERY, _ERROR = ord("Z"), ord("E")
+_COMMAND_COMPLETE, _PORTAL_SUSPENDED, _EMPTY_QUERY = ord("C"), ord("s"), ord("I")
+_COPY_DONE = ord("c")
+_ROW_TYPES = frozenset({_DATA_ROW, _COPY_DATA})
+_INSPECTED = frozenset(
+    {
+        _ROW_DESCRIPTION,
+        _NO_DATA,
+        _READY_FOR_QUERY,
+        _ERROR,
+        _COMMAND_COMPLETE,
+        _PORTAL_SUSPENDED,
+        _EMPTY_QUERY,
+        _COPY_DONE,
+    }
+)
 
 
 @dataclass(frozen=True, slots=True)
@@ -42,7 +65,15 @@ class Refusal:
     message: str
 
 
-Analysis = Statement | Refusal
+class Analyzed(Protocol):
+    """An analyzed statement: what is decided (``statement``), whatever else the
+    analyzer keeps with it (handed back in :meth:`StatementAnalyzer.completed`)."""
+
+    @property
+    def statement(self) -> Statement: ...
+
+
+Analysis = Analyzed | Refusal
 
 
 class StatementAnalyzer(Protocol):
@@ -52,17 +83,30 @@ class StatementAnalyzer(Protocol):
         """The statements of a simple-query string, in order (empty for an empty query)."""
         ...
 
-    def execution(
-        self, sql: str, params: Sequence[bytes | None], param_formats: Sequence[int]
-    ) -> Analysis:
-        """An extended-protocol execution of ``sql`` (as parsed) with bound parameters."""
+    def parsed(self, name: str, sql: str) -> None:
+        """A Parse of ``sql`` as statement ``name`` went to the server."""
         ...
 
-    def unknown_portal(self, portal: str) -> Analysis:
+    def closed(self, name: str) -> None:
+        """A Close of statement ``name`` went to the server."""
+        ...
+
+    def execution(
+        self, sql: str, params: Sequence[bytes | None], param_formats: Sequence[int]
+    ) -> Analysis | None:
+        """An extended-protocol execution of ``sql`` (as parsed) with bound parameters;
+        None for an empty statement, which runs nothing."""
+        ...
+
+    def completed(self, analysis: Analyzed) -> None:
+        """The server completed the statement: apply its session effects."""
+        ...
+
+    def unknown_portal(self, portal: str) -> Analysis | None:
         """Execute of a portal the client did not Bind (e.g. a SQL-level cursor)."""
         ...
 
-    def unknown_statement(self, name: str) -> Analysis:
+    def unknown_statement(self, name: str) -> Analysis | None:
         """Bind of a statement the client did not Parse (e.g. a SQL-level PREPARE)."""
         ...
 
@@ -81,11 +125,17 @@ class _PendingQuery:
 
 
 @dataclass(slots=True)
+class _BatchExecution:
+    origin: int  # first message of its chain (its Parse or Bind when in this batch)
+    index: int  # the Execute message
+    portal: str
+    analysis: Analysis
+
+
+@dataclass(slots=True)
 class _PendingBatch:
     messages: list[bytes]
-    # (index of the first message of the execution's chain -- its Parse or Bind when they
-    # are in this batch -- so a refused statement's text never reaches the server, analysis)
-    executions: list[tuple[int, Analysis]]
+    executions: list[_BatchExecution]
     ends_with_sync: bool
 
 
@@ -93,6 +143,71 @@ class _PendingBatch:
 class _Denial:
     error: bytes
     sync_seq: int  # resolved by the ReadyForQuery answering this Sync/Query number
+
+
+class Execution:
+    """One statement sent to the server and what became of it: the rows and bytes the
+    client received, how it ended, and the masks and row limit applied on the way."""
+
+    __slots__ = (
+        "analysis",
+        "bytes_sent",
+        "decision",
+        "facts",
+        "filtering",
+        "finished_ns",
+        "limit_reached",
+        "offset",
+        "plan",
+        "portal",
+        "row_limit",
+        "rows",
+        "rows_affected",
+        "sqlstate",
+        "started_ns",
+        "status",
+    )
+
+    def __init__(self, decision: Decision, analysis: Analyzed, portal: str | None) -> None:
+        self.decision = decision
+        self.analysis = analysis
+        self.facts: Mapping[str, Any] = analysis.statement.facts
+        self.portal = portal
+        self.row_limit = decision.row_limit
+        self.offset = 0  # rows already sent from this portal by earlier Executes
+        self.plan: RowMask | None = None
+        # Whether rows need a look (masks or a row limit); plain rows pass as bytes.
+        self.filtering = self.row_limit is not None or bool(decision.mask)
+        self.rows = 0
+        self.rows_affected: int | None = None
+        self.bytes_sent = 0
+        self.sqlstate = ""
+        self.limit_reached = False
+        self.status = "pending"  # pending, complete, suspended, failed, skipped
+        self.started_ns = time.monotonic_ns()
+        self.finished_ns = 0
+
+    def set_plan(self, plan: RowMask | None) -> None:
+        self.plan = plan
+        self.filtering = plan is not None or self.row_limit is not None
+
+    @property
+    def duration_us(self) -> int:
+        return (self.finished_ns - self.started_ns) // 1000
+
+
+class _Describe:
+    """A Describe whose RowDescription/NoData answer is forwarded (the client's) or
+    swallowed to plan the masks of the execution that follows (``for_execution``)."""
+
+    __slots__ = ("for_execution",)
+
+    def __init__(self, for_execution: Execution | None) -> None:
+        self.for_execution = for_execution
+
+
+_SYNC = "sync"  # a Query or Sync: answered by ReadyForQuery
+_Reply = Execution | _Describe | str
 
 
 def refusal_error(decision: Decision) -> bytes:
@@ -103,30 +218,58 @@ def refusal_error(decision: Decision) -> bytes:
     return m.build_error_response(REFUSED_SQLSTATE, decision.refusal_message(), detail=detail)
 
 
+def row_limit_error(execution: Execution) -> bytes:
+    """(B) The ErrorResponse that ends a statement cut by its row limit."""
+    return m.build_error_response(
+        ROW_LIMIT_SQLSTATE,
+        f"pgwarden: row limit of {execution.row_limit} rows reached; the rest of the result "
+        "was not sent",
+        detail=f"decision_id={execution.decision.decision_id}",
+        hint="add a LIMIT, or narrow the query with WHERE",
+    )
+
+
 class RelayCore:
     """Both directions of one session after authentication."""
 
-    def __init__(self, analyzer: StatementAnalyzer, *, max_message_size: int) -> None:
+    def __init__(
+        self,
+        analyzer: StatementAnalyzer,
+        *,
+        max_message_size: int,
+        column_name: Callable[[int, int], str | None] = lambda oid, attnum: None,
+        mask_key: MaskKey | None = None,
+        on_complete: Callable[[Execution], None] | None = None,
+    ) -> None:
         self.analyzer = analyzer
         self.client = FrameBuffer(max_message_size)
         self.max_message_size = max_message_size
+        self.column_name = column_name
+        self.mask_key = mask_key or MaskKey(secrets.token_bytes(32))
+        self.on_complete = on_complete
         self.marker = "pgwarden_refused_" + secrets.token_hex(16)
         self.to_server: list[bytes] = []
         self.to_client: list[bytes] = []
         self.tx_status = "I"
         self.terminated = False
-        self.rows_relayed = 0
+        # Set when a row limit is reached: the session cancels the upstream query.
+        self.cancel_requested = False
         # Extended-protocol names the client created: statement -> SQL, portal -> bind.
         self._statements: dict[str, str] = {}
         self._portals: dict[str, tuple[str | None, m.Bind]] = {}
+        self._portal_rows: dict[str, int] = {}  # rows sent so far from a suspended portal
         self._batch: list[bytes] = []
-        self._batch_executions: list[tuple[int, Analysis]] = []
+        self._batch_executions: list[_BatchExecution] = []
         self._batch_origin: dict[tuple[str, str], int] = {}  # ("S"|"P", name) -> index
         self._waiting: _PendingQuery | _PendingBatch | None = None
         self._discard_until_sync = False
         self._denials: deque[_Denial] = deque()
         self._syncs_sent = 0
         self._rfq_received = 0
+        # What the server will answer, in order (pgdog's state.rs): executions, Describes
+        # and Sync boundaries. ``_head`` caches the first entry when it is an Execution.
+        self._replies: deque[_Reply] = deque()
+        self._head: Execution | None = None
         # Server stream scanning state.
         self._server_partial = b""
         self._server_skip = 0
@@ -189,12 +332,11 @@ class RelayCore:
             self._terminate(raw)
             return None
         if type_ == b"F":  # FunctionCall
-            refusal = Refusal(
-                REFUSED_SQLSTATE,
-                "pgwarden: the FunctionCall protocol message is not allowed: it would bypass "
-                "statement inspection; call the function from SQL instead",
+            message = (
+                "pgwarden: the FunctionCall protocol message is not allowed: it would "
+                "bypass statement inspection; call the function from SQL instead"
             )
-            self._refuse([], m.build_error_response(refusal.sqlstate, refusal.message), True)
+            self._refuse([], m.build_error_response(REFUSED_SQLSTATE, message), True)
             return None
         if type_ == b"p":
             raise m.ProtocolViolation("unexpected password message after authentication")
@@ -207,6 +349,27 @@ class RelayCore:
     def _send_sync(self, raw: bytes) -> None:
         self.to_server.append(raw)
         self._syncs_sent += 1
+        self._expect(_SYNC)
+
+    def _expect(self, reply: _Reply) -> None:
+        if not self._replies and isinstance(reply, Execution):
+            self._head = reply
+        self._replies.append(reply)
+
+    def _unmaskable(self, analysis: Analyzed, decision: Decision) -> Decision | None:
+        """A refusal when the decision asks for masks the proxy cannot apply (COPY
+        streams rows the proxy does not split into columns): fail closed."""
+        if decision.mask and analysis.statement.facts.get("copy"):
+            return Decision(
+                Action.DENY,
+                (
+                    "masking is required for columns of this result and cannot be applied to "
+                    "COPY output; select the rows instead",
+                ),
+                decision.decision_id,
+                code="masking_unsupported",
+            )
+        return None
 
     # Simple query ---------------------------------------------------------------------------
 
@@ -220,14 +383,20 @@ class RelayCore:
             self._send_sync(raw)
             return None
         self._waiting = _PendingQuery(raw, analyses)
-        return DecisionRequest([a for a in analyses if isinstance(a, Statement)])
+        return DecisionRequest([a.statement for a in analyses if not isinstance(a, Refusal)])
 
     def _finish_query(self, pending: _PendingQuery, decisions: list[Decision]) -> None:
-        for decision in decisions:
-            if not decision.permits:
-                self._refuse([], refusal_error(decision), True)
+        statements = [a for a in pending.analyses if not isinstance(a, Refusal)]
+        for statement, decision in zip(statements, decisions, strict=True):
+            refused = decision if not decision.permits else self._unmaskable(statement, decision)
+            if refused is not None:
+                self._refuse([], refusal_error(refused), True)
                 return
-        self._send_sync(pending.raw)
+        self.to_server.append(pending.raw)
+        for statement, decision in zip(statements, decisions, strict=True):
+            self._expect(Execution(decision, statement, None))
+        self._syncs_sent += 1
+        self._expect(_SYNC)
 
     # Extended protocol ----------------------------------------------------------------------
 
@@ -238,25 +407,35 @@ class RelayCore:
             parse = m.parse_parse(body)
             self._statements[parse.name] = parse.sql
             self._batch_origin["S", parse.name] = index
+            self.analyzer.parsed(parse.name, parse.sql)
         elif type_ == b"B":  # Bind
             bind = m.parse_bind(body)
             self._portals[bind.portal] = (self._statements.get(bind.statement), bind)
+            self._portal_rows.pop(bind.portal, None)
             origin = self._batch_origin.get(("S", bind.statement), index)
             self._batch_origin["P", bind.portal] = origin
         elif type_ == b"E":  # Execute
             execute = m.parse_execute(body)
             origin = self._batch_origin.get(("P", execute.portal), index)
-            self._batch_executions.append((origin, self._analyze_execute(execute)))
+            analysis = self._analyze_execute(execute)
+            if analysis is not None:
+                self._batch_executions.append(
+                    _BatchExecution(origin, index, execute.portal, analysis)
+                )
         elif type_ == b"C":  # Close
             close = m.parse_close(body)
-            (self._statements if close.kind == "S" else self._portals).pop(close.name, None)
+            if close.kind == "S":
+                self._statements.pop(close.name, None)
+                self.analyzer.closed(close.name)
+            else:
+                self._portals.pop(close.name, None)
         elif type_ == b"D":  # Describe
             m.parse_describe(body)
         elif type_ in b"HS":  # Flush, Sync
             return self._end_batch(ends_with_sync=type_ == b"S")
         return None
 
-    def _analyze_execute(self, execute: m.Execute) -> Analysis:
+    def _analyze_execute(self, execute: m.Execute) -> Analysis | None:
         bound = self._portals.get(execute.portal)
         if bound is None:
             return self.analyzer.unknown_portal(execute.portal)
@@ -269,31 +448,63 @@ class RelayCore:
         batch = _PendingBatch(self._batch, self._batch_executions, ends_with_sync)
         self._batch, self._batch_executions = [], []
         self._batch_origin.clear()
-        statements = [a for _, a in batch.executions if isinstance(a, Statement)]
-        if not statements and not batch.executions:
-            self._forward_batch(batch)
+        if not batch.executions:
+            self._forward(batch, batch.messages, {})
+            if batch.ends_with_sync:
+                self._syncs_sent += 1
+                self._expect(_SYNC)
             return None
         self._waiting = batch
-        return DecisionRequest(statements)
+        return DecisionRequest(
+            [e.analysis.statement for e in batch.executions if not isinstance(e.analysis, Refusal)]
+        )
 
     def _finish_batch(self, batch: _PendingBatch, decisions: list[Decision]) -> None:
         answers = iter(decisions)
-        for index, analysis in batch.executions:
+        allowed: dict[int, tuple[Analyzed, Decision]] = {}
+        for execution in batch.executions:
+            analysis = execution.analysis
             if isinstance(analysis, Refusal):
                 error = m.build_error_response(analysis.sqlstate, analysis.message)
             else:
                 decision = next(answers)
-                if decision.permits:
+                refused = decision if not decision.permits else self._unmaskable(analysis, decision)
+                if refused is None:
+                    allowed[execution.index] = (analysis, decision)
                     continue
-                error = refusal_error(decision)
-            self._refuse(batch.messages[:index], error, batch.ends_with_sync)
+                error = refusal_error(refused)
+            self._forward(batch, batch.messages[: execution.origin], allowed)
+            self._refuse([], error, batch.ends_with_sync)
             return
-        self._forward_batch(batch)
-
-    def _forward_batch(self, batch: _PendingBatch) -> None:
-        self.to_server.extend(batch.messages)
+        self._forward(batch, batch.messages, allowed)
         if batch.ends_with_sync:
             self._syncs_sent += 1
+            self._expect(_SYNC)
+
+    def _forward(
+        self,
+        batch: _PendingBatch,
+        messages: list[bytes],
+        allowed: dict[int, tuple[Analyzed, Decision]],
+    ) -> None:
+        """Send batch messages (up to, not including, a final Sync's bookkeeping) and
+        expect their replies: a Describe's answer, an Execute's result."""
+        portals = {e.index: e.portal for e in batch.executions}
+        for index, raw in enumerate(messages):
+            kind = raw[:1]
+            if kind == b"D":
+                self._expect(_Describe(None))
+            elif kind == b"E" and index in allowed:
+                statement, decision = allowed[index]
+                execution = Execution(decision, statement, portals[index])
+                # A portal read in chunks (Execute with max_rows) shares one row limit.
+                execution.offset = self._portal_rows.get(portals[index], 0)
+                if decision.mask:
+                    # Ask for the portal's RowDescription ourselves, to plan the masks.
+                    self.to_server.append(m.build_describe("P", portals[index]))
+                    self._expect(_Describe(execution))
+                self._expect(execution)
+            self.to_server.append(raw)
 
     # Refusal --------------------------------------------------------------------------------
 
@@ -313,8 +524,9 @@ class RelayCore:
     def server_data(self, data: bytes) -> None:
         """Feed bytes from the server; what the client should see goes to ``to_client``.
 
-        Messages pass through as the bytes they arrived in; only ReadyForQuery and (while a
-        refusal is outstanding) ErrorResponse are looked into.
+        Rows pass through as the bytes they arrived in, counted, unless their statement
+        has masks or a row limit; only the few messages that end results or carry
+        descriptions are looked into.
         """
         if self._server_partial:
             data = self._server_partial + data
@@ -329,25 +541,36 @@ class RelayCore:
                 continue
             if n - pos < 5:
                 break
-            type_, length = _HEADER.unpack_from(data, pos)
+            type_ = data[pos]
+            (length,) = _LENGTH.unpack_from(data, pos + 1)
             if length < 4:
                 raise m.ProtocolViolation(f"server sent an invalid message length {length}")
             total = length + 1
-            if type_ == b"Z" or (type_ == b"E" and self._denials):
+            head = self._head
+            if type_ in _ROW_TYPES and (head is None or not head.filtering):
+                if head is not None:
+                    head.rows += 1
+                    head.bytes_sent += total
+                if n - pos >= total:
+                    pos += total
+                else:
+                    self._server_skip = total - (n - pos)
+                    pos = n
+                continue
+            if type_ in _INSPECTED or type_ in _ROW_TYPES:
                 if length > self.max_message_size:
                     raise m.ProtocolViolation(f"server message of {length} bytes is too large")
                 if n - pos < total:
                     break
-                replacement = self._inspect(type_, data[pos + 5 : pos + total])
+                replacement = self._server_message(type_, data[pos : pos + total])
                 if replacement is not None:
                     if start < pos:
                         out.append(data[start:pos])
-                    out.append(replacement)
+                    if replacement:
+                        out.append(replacement)
                     start = pos + total
                 pos += total
                 continue
-            if type_ == b"D":  # DataRow
-                self.rows_relayed += 1
             if n - pos >= total:
                 pos += total
             else:
@@ -360,14 +583,127 @@ class RelayCore:
         elif start < pos:
             out.append(data[start:pos])
 
-    def _inspect(self, type_: bytes, body: bytes) -> bytes | None:
-        if type_ == b"Z":  # ReadyForQuery
+    def _server_message(self, type_: int, raw: bytes) -> bytes | None:
+        """One whole server message; returns its replacement (b"" drops it) or None."""
+        body = raw[5:]
+        if type_ in _ROW_TYPES:
+            return self._filtered_row(type_, raw)
+        if type_ in (_ROW_DESCRIPTION, _NO_DATA):
+            return self._description(type_, body)
+        if type_ == _READY_FOR_QUERY:
             self.tx_status = m.parse_ready_for_query(body)
             self._rfq_received += 1
             while self._denials and self._denials[0].sync_seq < self._rfq_received:
                 self._denials.popleft()  # the server failed earlier; PostgreSQL would too
+            self._end_segment()
             return None
-        # ErrorResponse while a refusal is outstanding: ours if it names the marker.
-        if self.marker.encode() in body:
-            return self._denials.popleft().error
+        if type_ == _ERROR:
+            return self._error(body)
+        head = self._head
+        if head is None:
+            return None
+        if type_ == _COMMAND_COMPLETE:
+            tag = body.rstrip(b"\0").rsplit(b" ", 1)
+            if len(tag) == 2 and tag[1].isdigit():
+                head.rows_affected = int(tag[1])
+            return self._finish(head, "complete")
+        if type_ == _PORTAL_SUSPENDED:
+            return self._finish(head, "suspended")
+        if type_ == _EMPTY_QUERY:
+            return self._finish(head, "complete")
+        if type_ == _COPY_DONE and head.limit_reached:
+            return b""
         return None
+
+    def _filtered_row(self, type_: int, raw: bytes) -> bytes | None:
+        head = self._head
+        assert head is not None
+        if head.limit_reached:
+            return b""
+        if head.row_limit is not None and head.offset + head.rows >= head.row_limit:
+            head.limit_reached = True
+            self.cancel_requested = True
+            return b""
+        head.rows += 1
+        if head.plan is not None and type_ == _DATA_ROW:
+            raw = m.frame(b"D", head.plan.apply(raw[5:]))
+            head.bytes_sent += len(raw)
+            return raw
+        head.bytes_sent += len(raw)
+        return None
+
+    def _description(self, type_: int, body: bytes) -> bytes | None:
+        reply = self._replies[0] if self._replies else None
+        if isinstance(reply, _Describe):
+            self._pop_reply()
+            target = reply.for_execution
+            if target is None:
+                return None  # the client's own Describe
+            target.set_plan(self._plan(target, body) if type_ == _ROW_DESCRIPTION else None)
+            return b""  # ours: the client did not ask for it
+        if isinstance(reply, Execution) and type_ == _ROW_DESCRIPTION and reply.decision.mask:
+            reply.set_plan(self._plan(reply, body))
+        return None
+
+    def _plan(self, execution: Execution, body: bytes) -> RowMask | None:
+        outputs = execution.facts.get("outputs")
+        return plan_row_mask(
+            parse_row_description(body),
+            execution.decision.mask,
+            column_name=self.column_name,
+            outputs=outputs if isinstance(outputs, list) else None,
+            key=self.mask_key,
+        )
+
+    def _error(self, body: bytes) -> bytes | None:
+        replacement: bytes | None = None
+        if self._denials and self.marker.encode() in body:
+            replacement = self._denials.popleft().error  # ours: the refused statement
+        head = self._head
+        if head is not None:
+            if head.limit_reached:
+                replacement = row_limit_error(head)  # e.g. 57014 from our cancel
+            head.sqlstate = m.parse_error_response(body).sqlstate
+            self._finish(head, "failed")
+        # After an error the server skips everything up to Sync.
+        while self._replies and self._replies[0] is not _SYNC:
+            self._skip(self._pop_reply())
+        return replacement
+
+    def _finish(self, execution: Execution, status: str) -> bytes | None:
+        execution.status = status
+        execution.finished_ns = time.monotonic_ns()
+        if status == "complete":
+            self.analyzer.completed(execution.analysis)
+        if execution.portal is not None:
+            if status == "suspended":
+                self._portal_rows[execution.portal] = execution.offset + execution.rows
+            else:
+                self._portal_rows.pop(execution.portal, None)
+        self._pop_reply()
+        if self.on_complete is not None:
+            self.on_complete(execution)
+        if execution.limit_reached and status != "failed":
+            return row_limit_error(execution)
+        return None
+
+    def _skip(self, reply: _Reply) -> None:
+        if isinstance(reply, Execution):
+            reply.status = "skipped"
+            reply.finished_ns = time.monotonic_ns()
+            if self.on_complete is not None:
+                self.on_complete(reply)
+
+    def _pop_reply(self) -> _Reply:
+        reply = self._replies.popleft()
+        head = self._replies[0] if self._replies else None
+        self._head = head if isinstance(head, Execution) else None
+        return reply
+
+    def _end_segment(self) -> None:
+        """ReadyForQuery: everything up to its Sync boundary is answered."""
+        while self._replies:
+            reply = self._pop_reply()
+            if reply is _SYNC:
+                return
+            self._skip(reply)

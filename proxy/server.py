@@ -9,17 +9,23 @@ import ipaddress
 import logging
 import secrets
 import ssl
+import time
 import uuid
 from collections.abc import Callable, Coroutine
 from enum import Enum
 from typing import Any, Protocol, cast
 
+from pgwarden.proxy.analysis import AnalyzedStatement, Analyzer, Catalog, CatalogTooLarge
+from pgwarden.proxy.analysis.analyzer import DEFAULT_SEARCH_PATH
 from pgwarden.proxy.auth.errors import AuthError
+from pgwarden.proxy.catalog_loader import fetch_catalog
 from pgwarden.proxy.config import ProxyConfig
 from pgwarden.proxy.decision import DecisionPoint, Identity, SessionFacts
+from pgwarden.proxy.masking import MaskKey
 from pgwarden.proxy.protocol import messages as m
 from pgwarden.proxy.protocol.framing import FrameBuffer
-from pgwarden.proxy.relay import DecisionRequest, RelayCore, StatementAnalyzer
+from pgwarden.proxy.relay import DecisionRequest, Execution, RelayCore
+from pgwarden.proxy.statements import SessionStatements
 from pgwarden.proxy.upstream import UpstreamError, UpstreamProtocol, connect_upstream
 
 log = logging.getLogger("pgwarden.proxy")
@@ -45,6 +51,8 @@ FORWARDED_PARAMETERS = frozenset(
     }
 )
 NEWEST_MINOR_VERSION = 0
+CATALOG_TTL_S = 60.0
+CATALOG_RETRY_S = 5.0
 FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
 
@@ -83,12 +91,12 @@ class ProxyServer:
         *,
         authenticator: Authenticator,
         decision_point: DecisionPoint,
-        analyzer_factory: Callable[[str], StatementAnalyzer],
     ) -> None:
         self.config = config
         self.authenticator = authenticator
         self.decision_point = decision_point
-        self.analyzer_factory = analyzer_factory
+        # One memoizing analyzer per upstream database, fed that database's catalog.
+        self.analyzers: dict[str, Analyzer] = {}
         self.sessions: set[ClientConnection] = set()
         self.cancel_keys: dict[tuple[int, int], ClientConnection] = {}
         self.tls_context: ssl.SSLContext | None = None
@@ -99,6 +107,11 @@ class ProxyServer:
         self._idle = asyncio.Event()
         self._idle.set()
         self._tasks: set[asyncio.Task[None]] = set()
+        # database -> (catalog, valid until (monotonic), load in progress)
+        self.catalogs: dict[
+            str, tuple[Catalog | None, float, asyncio.Future[Catalog | None] | None]
+        ] = {}
+        self.mask_key = MaskKey(config.mask_hash_key or secrets.token_bytes(32))
 
     @property
     def port(self) -> int:
@@ -131,6 +144,62 @@ class ProxyServer:
         if self._server is not None:
             await self._server.wait_closed()
 
+    async def catalog_for(self, database: str, role: str) -> Catalog | None:
+        """The schema catalog of ``database``, read with the proxy's credential. The first
+        session of a database waits for it; later ones get the loaded catalog while an
+        expired one (TTL, or DDL seen) is reloaded in the background. None (logged) when it
+        cannot be read: masking then treats every computed output as fed by masked columns.
+        """
+        entry = self.catalogs.get(database)
+        if entry is None:
+            return await asyncio.shield(self._reload_catalog(database, role))
+        catalog, valid_until, in_progress = entry
+        if in_progress is None and valid_until <= time.monotonic():
+            self._reload_catalog(database, role)
+        return catalog
+
+    def _reload_catalog(self, database: str, role: str) -> asyncio.Future[Catalog | None]:
+        previous = self.catalogs.get(database, (None, 0.0, None))[0]
+        loading = asyncio.ensure_future(self._load_catalog(database, role))
+        self.catalogs[database] = (previous, 0.0, loading)
+
+        def loaded(done: asyncio.Future[Catalog | None]) -> None:
+            catalog = None if done.cancelled() or done.exception() else done.result()
+            if catalog is not None:
+                self.analyzer(database).set_catalog(catalog)
+            ttl = CATALOG_TTL_S if catalog is not None else CATALOG_RETRY_S
+            self.catalogs[database] = (catalog or previous, time.monotonic() + ttl, None)
+
+        loading.add_done_callback(loaded)
+        return loading
+
+    def analyzer(self, database: str) -> Analyzer:
+        analyzer = self.analyzers.get(database)
+        if analyzer is None:
+            analyzer = self.analyzers[database] = Analyzer()
+        return analyzer
+
+    def catalog_changed(self, database: str) -> None:
+        """DDL went through: reload the catalog for the next session that needs it."""
+        entry = self.catalogs.get(database)
+        if entry is not None and entry[2] is None:
+            self.catalogs[database] = (entry[0], 0.0, None)
+
+    async def _load_catalog(self, database: str, role: str) -> Catalog | None:
+        try:
+            return await fetch_catalog(
+                self.config.upstream,
+                user=role,
+                password=self.config.roles[role],
+                database=database,
+            )
+        except (UpstreamError, CatalogTooLarge, m.ProtocolViolation, OSError, TimeoutError) as exc:
+            log.warning(
+                "catalog not loaded",
+                extra={"event": "catalog_failed", "database": database, "error": str(exc)},
+            )
+            return None
+
     def spawn(self, coro: Coroutine[Any, Any, None]) -> None:
         task = asyncio.ensure_future(coro)
         self._tasks.add(task)
@@ -153,6 +222,11 @@ class ProxyServer:
         if session is None or session.upstream_key is None:
             log.info("cancel ignored", extra={"event": "cancel_unknown_key"})
             return
+        await self.cancel_upstream(session.upstream_key)
+        log.info("cancel forwarded", extra={"event": "cancel", "session": session.session_id})
+
+    async def cancel_upstream(self, key: m.BackendKeyData) -> None:
+        """Send a CancelRequest for the upstream session with ``key``."""
         target = self.config.upstream
         try:
             _, writer = await asyncio.wait_for(
@@ -161,11 +235,9 @@ class ProxyServer:
         except (OSError, TimeoutError):
             log.warning("cancel failed", extra={"event": "cancel_unreachable"})
             return
-        key = session.upstream_key
         writer.write(m.build_cancel_request(key.process_id, key.secret_key))
         await writer.drain()
         writer.close()
-        log.info("cancel forwarded", extra={"event": "cancel", "session": session.session_id})
 
 
 class ClientConnection(asyncio.Protocol):
@@ -406,6 +478,20 @@ class ClientConnection(asyncio.Protocol):
         self._spawn(self._establish(token.decode(errors="replace")))
 
     async def _establish(self, token: str) -> None:
+        """Authenticate, admit, connect upstream; any unexpected failure is fatal for
+        this client only (fail closed), never a hang."""
+        try:
+            await self._establish_session(token)
+        except asyncio.CancelledError:
+            raise
+        except Exception:
+            log.exception(
+                "session start failed",
+                extra={"event": "internal_error", "session": self.session_id},
+            )
+            self.fatal("XX000", "pgwarden: internal error while starting the session")
+
+    async def _establish_session(self, token: str) -> None:
         try:
             identity = await self.server.authenticator.authenticate(token)
         except AuthError as exc:
@@ -449,7 +535,9 @@ class ClientConnection(asyncio.Protocol):
         await self._connect_upstream(grant.upstream_role)
 
     async def _connect_upstream(self, role: str) -> None:
-        params = {k: v for k, v in self.parameters.items()}
+        params = dict(self.parameters)
+        database = self.parameters["database"]
+        catalog = await self.server.catalog_for(database, role)
         try:
             transport, proto, info = await connect_upstream(
                 self.config.upstream,
@@ -474,9 +562,16 @@ class ClientConnection(asyncio.Protocol):
             return
         self.upstream = transport
         self.upstream_key = info.key
+        analyzer = self.server.analyzer(database)
+        state = analyzer.new_session(
+            user=role, search_path=self.parameters.get("search_path", DEFAULT_SEARCH_PATH)
+        )
         relay = RelayCore(
-            self.server.analyzer_factory(self.parameters["database"]),
+            SessionStatements(analyzer, state),
             max_message_size=self.config.max_message_size,
+            column_name=_column_namer(catalog),
+            mask_key=self.server.mask_key,
+            on_complete=self._executed,
         )
         relay.tx_status = info.tx_status
         self.relay = relay
@@ -557,9 +652,23 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.transport.resume_reading()
 
+    def _executed(self, execution: Execution) -> None:
+        analysis = execution.analysis
+        if (
+            execution.status == "complete"
+            and isinstance(analysis, AnalyzedStatement)
+            and analysis.changes_catalog
+        ):
+            self.server.catalog_changed(self.parameters["database"])
+
     def _flush(self) -> None:
         relay = self.relay
         assert relay is not None
+        if relay.cancel_requested:
+            # A row limit was reached: stop the server producing the rest.
+            relay.cancel_requested = False
+            if self.upstream_key is not None:
+                self.server.spawn(self.server.cancel_upstream(self.upstream_key))
         if relay.to_server and self.upstream is not None:
             self.upstream.writelines(relay.to_server)
             relay.to_server.clear()
@@ -605,3 +714,18 @@ class ClientConnection(asyncio.Protocol):
             self._decide(next_request)
         except m.ProtocolViolation as exc:
             self.fatal("08P01", f"protocol violation: {exc}")
+
+
+def _column_namer(catalog: Catalog | None) -> Callable[[int, int], str | None]:
+    """``(table oid, attnum) -> "schema.table.column"`` from the catalog, if any."""
+    if catalog is None:
+        return lambda oid, attnum: None
+
+    def name(oid: int, attnum: int) -> str | None:
+        found = catalog.column(oid, attnum)
+        if found is None:
+            return None
+        relation, column = found
+        return f"{relation.schema}.{relation.name}.{column.name}"
+
+    return name

@@ -1,54 +1,80 @@
-"""Statement facts for the relay, from pglast: one :class:`Statement` per statement."""
+"""The relay's view of statement analysis (``pgwarden.proxy.analysis``) for one session."""
 
 from __future__ import annotations
 
 from collections.abc import Sequence
-from functools import lru_cache
 
-from pglast import parser
-
-from pgwarden.proxy.decision import Statement
-from pgwarden.proxy.relay import Analysis, Refusal
+from pgwarden.proxy.analysis import AnalyzedStatement, Analyzer, SessionAnalysisState
+from pgwarden.proxy.decision import DecisionCode
+from pgwarden.proxy.relay import Analysis, Analyzed, Refusal
 
 SYNTAX_ERROR = "42601"
+REFUSED = "42501"
 
 
-@lru_cache(maxsize=4096)
-def _facts(sql: str, protocol: str) -> Statement | Refusal:
-    try:
-        normalized = parser.normalize(sql)
-        fingerprint = parser.fingerprint(sql)
-    except parser.ParseError as exc:
-        return Refusal(SYNTAX_ERROR, f"pgwarden could not parse the statement: {exc}")
-    words = normalized.split(None, 2)
-    command = words[0].upper() if words else ""
-    return Statement.of(
-        {
-            "fingerprint": fingerprint,
-            "sql_normalized": normalized,
-            "command": command,
-            "protocol": protocol,
-        }
-    )
+def _refusal_or(analyzed: AnalyzedStatement) -> Analysis:
+    if analyzed.parse_error is not None:
+        return Refusal(SYNTAX_ERROR, analyzed.parse_error.message)
+    if analyzed.analysis_error is not None:
+        # A statement the analyzer could not read is never passed on (fail closed).
+        return Refusal(
+            REFUSED,
+            f"pgwarden: the statement could not be analyzed ({DecisionCode.ANALYSIS_FAILED})",
+        )
+    return analyzed
 
 
-class BasicAnalyzer:
-    """Fingerprint, normalized SQL and command word; memoized on the statement text."""
+class SessionStatements:
+    """Analysis for one session: the database's memoizing :class:`Analyzer` and the
+    session's own state (search_path, prepared statements, cursors, temp relations)."""
+
+    def __init__(self, analyzer: Analyzer, state: SessionAnalysisState) -> None:
+        self.analyzer = analyzer
+        self.state = state
+        self._parsed: dict[str, AnalyzedStatement] = {}
 
     def simple_query(self, sql: str) -> list[Analysis]:
-        try:
-            parts = parser.split(sql)
-        except parser.ParseError as exc:
-            return [Refusal(SYNTAX_ERROR, f"pgwarden could not parse the statement: {exc}")]
-        return [_facts(part, "simple") for part in parts]
+        return [_refusal_or(a) for a in self.analyzer.analyze_query(sql, self.state, "simple")]
+
+    def _one(self, sql: str) -> AnalyzedStatement | None:
+        """The one statement of a Parse; None for an empty one or several (the server
+        refuses those: "cannot insert multiple commands into a prepared statement")."""
+        analyzed = self.analyzer.analyze_query(sql, self.state, "extended")
+        return analyzed[0] if len(analyzed) == 1 else None
+
+    def parsed(self, name: str, sql: str) -> None:
+        analyzed = self._one(sql)
+        if name and analyzed is not None:
+            self.state.register_prepared(name, analyzed)
+
+    def closed(self, name: str) -> None:
+        if name:
+            self.state.forget_prepared(name)
 
     def execution(
         self, sql: str, params: Sequence[bytes | None], param_formats: Sequence[int]
-    ) -> Analysis:
-        return _facts(sql, "extended")
+    ) -> Analysis | None:
+        analyzed = self._one(sql)
+        if analyzed is None:
+            if not self.analyzer.analyze_query(sql, self.state, "extended"):
+                return None  # an empty statement: nothing runs (EmptyQueryResponse)
+            return Refusal(
+                SYNTAX_ERROR, "cannot insert multiple commands into a prepared statement"
+            )
+        if analyzed.parse_error is None and analyzed.analysis_error is None:
+            analyzed = analyzed.bind(params, param_formats)
+        return _refusal_or(analyzed)
 
-    def unknown_portal(self, portal: str) -> Analysis:
-        return _facts(f'FETCH ALL FROM "{portal}"', "extended")
+    def unknown_portal(self, portal: str) -> Analysis | None:
+        # A portal the client did not Bind is a SQL-level cursor: decide it as a FETCH.
+        quoted = portal.replace('"', '""')
+        return self.execution(f'FETCH ALL FROM "{quoted}"', (), ())
 
-    def unknown_statement(self, name: str) -> Analysis:
-        return _facts(f'EXECUTE "{name}"', "extended")
+    def unknown_statement(self, name: str) -> Analysis | None:
+        # A statement the client did not Parse is a SQL-level PREPARE: decide an EXECUTE.
+        quoted = name.replace('"', '""')
+        return self.execution(f'EXECUTE "{quoted}"', (), ())
+
+    def completed(self, analysis: Analyzed) -> None:
+        if isinstance(analysis, AnalyzedStatement):
+            self.state.apply(analysis)

@@ -25,7 +25,7 @@ _sym_db = _symbol_database.Default()
 from google.protobuf import struct_pb2 as google_dot_protobuf_dot_struct__pb2
 
 
-DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apgwarden/v1/decision.proto\x12\x0bpgwarden.v1\x1a\x1cgoogle/protobuf/struct.proto\"y\n\x08Identity\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x0e\n\x06groups\x18\x03 \x03(\t\x12\x13\n\x0b\x61uth_method\x18\x04 \x01(\t\x12\'\n\x06\x63laims\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa5\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08proxy_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_addr\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x04 \x01(\t\x12\x18\n\x10\x61pplication_name\x18\x05 \x01(\t\x12\x0b\n\x03tls\x18\x06 \x01(\x08\x12\x16\n\x0ein_transaction\x18\x07 \x01(\x08\x12\x16\n\x0erequested_user\x18\x08 \x01(\t\"F\n\x08Relation\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65ss\x18\x04 \x01(\t\"<\n\tColumnUse\x12\x10\n\x08relation\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\r\n\x05usage\x18\x03 \x01(\t\"7\n\x06Output\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07sources\x18\x02 \x03(\t\x12\x0e\n\x06\x64irect\x18\x03 \x01(\x08\"J\n\x04\x43opy\x12\x11\n\tdirection\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x10\n\x08relation\x18\x03 \x01(\t\x12\r\n\x05query\x18\x04 \x01(\x08\"7\n\nSetCommand\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05local\x18\x03 \x01(\x08\"\xdd\x03\n\x0eStatementFacts\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x16\n\x0esql_normalized\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\'\n\x08protocol\x18\x04 \x01(\x0e\x32\x15.pgwarden.v1.Protocol\x12\x11\n\tread_only\x18\x05 \x01(\x08\x12(\n\trelations\x18\x06 \x03(\x0b\x32\x15.pgwarden.v1.Relation\x12\'\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x16.pgwarden.v1.ColumnUse\x12$\n\x07outputs\x18\x08 \x03(\x0b\x32\x13.pgwarden.v1.Output\x12\x0c\n\x04star\x18\t \x03(\t\x12\x11\n\tfunctions\x18\n \x03(\t\x12\x1f\n\x04\x63opy\x18\x0b \x01(\x0b\x32\x11.pgwarden.v1.Copy\x12\x12\n\x05limit\x18\x0c \x01(\x03H\x00\x88\x01\x01\x12\x11\n\thas_where\x18\r \x01(\x08\x12$\n\x03set\x18\x0e \x01(\x0b\x32\x17.pgwarden.v1.SetCommand\x12+\n\x06nested\x18\x0f \x03(\x0b\x32\x1b.pgwarden.v1.StatementFacts\x12\x12\n\nunresolved\x18\x10 \x01(\x08\x42\x08\n\x06_limit\"d\n\x12OpenSessionRequest\x12\'\n\x08identity\x18\x01 \x01(\x0b\x32\x15.pgwarden.v1.Identity\x12%\n\x07session\x18\x02 \x01(\x0b\x32\x14.pgwarden.v1.Session\"\x89\x01\n\x13OpenSessionResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x15\n\rupstream_role\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\t\"B\n\x10StatementRequest\x12.\n\tstatement\x18\x01 \x01(\x0b\x32\x1b.pgwarden.v1.StatementFacts\"\x92\x01\n\rDecideRequest\x12\'\n\x08identity\x18\x01 \x01(\x0b\x32\x15.pgwarden.v1.Identity\x12%\n\x07session\x18\x02 \x01(\x0b\x32\x14.pgwarden.v1.Session\x12\x31\n\nstatements\x18\x03 \x03(\x0b\x32\x1d.pgwarden.v1.StatementRequest\"\x9d\x02\n\x08\x44\x65\x63ision\x12#\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x13.pgwarden.v1.Action\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12-\n\x04mask\x18\x03 \x03(\x0b\x32\x1f.pgwarden.v1.Decision.MaskEntry\x12\x16\n\trow_limit\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x0b\x63\x61\x63he_ttl_s\x18\x05 \x01(\x05\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\t\x12\x10\n\x08revision\x18\x08 \x01(\t\x12\x0c\n\x04\x63ode\x18\t \x01(\t\x1a+\n\tMaskEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_row_limit\":\n\x0e\x44\x65\x63ideResponse\x12(\n\tdecisions\x18\x01 \x03(\x0b\x32\x15.pgwarden.v1.Decision\"\x98\x01\n\tExecution\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x12\n\nbytes_sent\x18\x04 \x01(\x03\x12\x13\n\x0b\x64uration_us\x18\x05 \x01(\x03\x12\x10\n\x08sqlstate\x18\x06 \x01(\t\x12\x19\n\x11row_limit_reached\x18\x07 \x01(\x08\"E\n\x17ReportExecutionsRequest\x12*\n\nexecutions\x18\x01 \x03(\x0b\x32\x16.pgwarden.v1.Execution\",\n\x18ReportExecutionsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\")\n\x15WatchRevisionsRequest\x12\x10\n\x08proxy_id\x18\x01 \x01(\t\"*\n\x16WatchRevisionsResponse\x12\x10\n\x08revision\x18\x01 \x01(\t*P\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x13\n\x0fPROTOCOL_SIMPLE\x10\x01\x12\x15\n\x11PROTOCOL_EXTENDED\x10\x02*`\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ALLOW\x10\x01\x12\x0f\n\x0b\x41\x43TION_DENY\x10\x02\x12\x1b\n\x17\x41\x43TION_REQUIRE_APPROVAL\x10\x03\x32\xe6\x02\n\x0f\x44\x65\x63isionService\x12P\n\x0bOpenSession\x12\x1f.pgwarden.v1.OpenSessionRequest\x1a .pgwarden.v1.OpenSessionResponse\x12\x41\n\x06\x44\x65\x63ide\x12\x1a.pgwarden.v1.DecideRequest\x1a\x1b.pgwarden.v1.DecideResponse\x12\x61\n\x10ReportExecutions\x12$.pgwarden.v1.ReportExecutionsRequest\x1a%.pgwarden.v1.ReportExecutionsResponse(\x01\x12[\n\x0eWatchRevisions\x12\".pgwarden.v1.WatchRevisionsRequest\x1a#.pgwarden.v1.WatchRevisionsResponse0\x01\x62\x06proto3')
+DESCRIPTOR = _descriptor_pool.Default().AddSerializedFile(b'\n\x1apgwarden/v1/decision.proto\x12\x0bpgwarden.v1\x1a\x1cgoogle/protobuf/struct.proto\"y\n\x08Identity\x12\x0f\n\x07subject\x18\x01 \x01(\t\x12\x0e\n\x06issuer\x18\x02 \x01(\t\x12\x0e\n\x06groups\x18\x03 \x03(\t\x12\x13\n\x0b\x61uth_method\x18\x04 \x01(\t\x12\'\n\x06\x63laims\x18\x05 \x01(\x0b\x32\x17.google.protobuf.Struct\"\xa5\x01\n\x07Session\x12\n\n\x02id\x18\x01 \x01(\t\x12\x10\n\x08proxy_id\x18\x02 \x01(\t\x12\x13\n\x0b\x63lient_addr\x18\x03 \x01(\t\x12\x10\n\x08\x64\x61tabase\x18\x04 \x01(\t\x12\x18\n\x10\x61pplication_name\x18\x05 \x01(\t\x12\x0b\n\x03tls\x18\x06 \x01(\x08\x12\x16\n\x0ein_transaction\x18\x07 \x01(\x08\x12\x16\n\x0erequested_user\x18\x08 \x01(\t\"F\n\x08Relation\x12\x0e\n\x06schema\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\x0c\n\x04kind\x18\x03 \x01(\t\x12\x0e\n\x06\x61\x63\x63\x65ss\x18\x04 \x01(\t\"<\n\tColumnUse\x12\x10\n\x08relation\x18\x01 \x01(\t\x12\x0e\n\x06\x63olumn\x18\x02 \x01(\t\x12\r\n\x05usage\x18\x03 \x01(\t\"7\n\x06Output\x12\x0c\n\x04name\x18\x01 \x01(\t\x12\x0f\n\x07sources\x18\x02 \x03(\t\x12\x0e\n\x06\x64irect\x18\x03 \x01(\x08\"J\n\x04\x43opy\x12\x11\n\tdirection\x18\x01 \x01(\t\x12\x0e\n\x06target\x18\x02 \x01(\t\x12\x10\n\x08relation\x18\x03 \x01(\t\x12\r\n\x05query\x18\x04 \x01(\x08\"7\n\nSetCommand\x12\x0c\n\x04kind\x18\x01 \x01(\t\x12\x0c\n\x04name\x18\x02 \x01(\t\x12\r\n\x05local\x18\x03 \x01(\x08\"\xdd\x03\n\x0eStatementFacts\x12\x13\n\x0b\x66ingerprint\x18\x01 \x01(\t\x12\x16\n\x0esql_normalized\x18\x02 \x01(\t\x12\x0f\n\x07\x63ommand\x18\x03 \x01(\t\x12\'\n\x08protocol\x18\x04 \x01(\x0e\x32\x15.pgwarden.v1.Protocol\x12\x11\n\tread_only\x18\x05 \x01(\x08\x12(\n\trelations\x18\x06 \x03(\x0b\x32\x15.pgwarden.v1.Relation\x12\'\n\x07\x63olumns\x18\x07 \x03(\x0b\x32\x16.pgwarden.v1.ColumnUse\x12$\n\x07outputs\x18\x08 \x03(\x0b\x32\x13.pgwarden.v1.Output\x12\x0c\n\x04star\x18\t \x03(\t\x12\x11\n\tfunctions\x18\n \x03(\t\x12\x1f\n\x04\x63opy\x18\x0b \x01(\x0b\x32\x11.pgwarden.v1.Copy\x12\x12\n\x05limit\x18\x0c \x01(\x03H\x00\x88\x01\x01\x12\x11\n\thas_where\x18\r \x01(\x08\x12$\n\x03set\x18\x0e \x01(\x0b\x32\x17.pgwarden.v1.SetCommand\x12+\n\x06nested\x18\x0f \x03(\x0b\x32\x1b.pgwarden.v1.StatementFacts\x12\x12\n\nunresolved\x18\x10 \x01(\x08\x42\x08\n\x06_limit\"d\n\x12OpenSessionRequest\x12\'\n\x08identity\x18\x01 \x01(\x0b\x32\x15.pgwarden.v1.Identity\x12%\n\x07session\x18\x02 \x01(\x0b\x32\x14.pgwarden.v1.Session\"\x97\x01\n\x13OpenSessionResponse\x12\x0f\n\x07\x61llowed\x18\x01 \x01(\x08\x12\x15\n\rupstream_role\x18\x02 \x01(\t\x12\x12\n\nsession_id\x18\x03 \x01(\t\x12\x0f\n\x07reasons\x18\x04 \x03(\t\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x05 \x01(\t\x12\x10\n\x08revision\x18\x06 \x01(\t\x12\x0c\n\x04\x63ode\x18\x07 \x01(\t\"B\n\x10StatementRequest\x12.\n\tstatement\x18\x01 \x01(\x0b\x32\x1b.pgwarden.v1.StatementFacts\"\x92\x01\n\rDecideRequest\x12\'\n\x08identity\x18\x01 \x01(\x0b\x32\x15.pgwarden.v1.Identity\x12%\n\x07session\x18\x02 \x01(\x0b\x32\x14.pgwarden.v1.Session\x12\x31\n\nstatements\x18\x03 \x03(\x0b\x32\x1d.pgwarden.v1.StatementRequest\"\x9d\x02\n\x08\x44\x65\x63ision\x12#\n\x06\x61\x63tion\x18\x01 \x01(\x0e\x32\x13.pgwarden.v1.Action\x12\x0f\n\x07reasons\x18\x02 \x03(\t\x12-\n\x04mask\x18\x03 \x03(\x0b\x32\x1f.pgwarden.v1.Decision.MaskEntry\x12\x16\n\trow_limit\x18\x04 \x01(\x03H\x00\x88\x01\x01\x12\x13\n\x0b\x63\x61\x63he_ttl_s\x18\x05 \x01(\x05\x12\x0f\n\x07\x64ry_run\x18\x06 \x01(\x08\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x07 \x01(\t\x12\x10\n\x08revision\x18\x08 \x01(\t\x12\x0c\n\x04\x63ode\x18\t \x01(\t\x1a+\n\tMaskEntry\x12\x0b\n\x03key\x18\x01 \x01(\t\x12\r\n\x05value\x18\x02 \x01(\t:\x02\x38\x01\x42\x0c\n\n_row_limit\":\n\x0e\x44\x65\x63ideResponse\x12(\n\tdecisions\x18\x01 \x03(\x0b\x32\x15.pgwarden.v1.Decision\"\x98\x01\n\tExecution\x12\x13\n\x0b\x64\x65\x63ision_id\x18\x01 \x01(\t\x12\x12\n\nsession_id\x18\x02 \x01(\t\x12\x0c\n\x04rows\x18\x03 \x01(\x03\x12\x12\n\nbytes_sent\x18\x04 \x01(\x03\x12\x13\n\x0b\x64uration_us\x18\x05 \x01(\x03\x12\x10\n\x08sqlstate\x18\x06 \x01(\t\x12\x19\n\x11row_limit_reached\x18\x07 \x01(\x08\"E\n\x17ReportExecutionsRequest\x12*\n\nexecutions\x18\x01 \x03(\x0b\x32\x16.pgwarden.v1.Execution\",\n\x18ReportExecutionsResponse\x12\x10\n\x08\x61\x63\x63\x65pted\x18\x01 \x01(\x03\")\n\x15WatchRevisionsRequest\x12\x10\n\x08proxy_id\x18\x01 \x01(\t\"*\n\x16WatchRevisionsResponse\x12\x10\n\x08revision\x18\x01 \x01(\t*P\n\x08Protocol\x12\x18\n\x14PROTOCOL_UNSPECIFIED\x10\x00\x12\x13\n\x0fPROTOCOL_SIMPLE\x10\x01\x12\x15\n\x11PROTOCOL_EXTENDED\x10\x02*`\n\x06\x41\x63tion\x12\x16\n\x12\x41\x43TION_UNSPECIFIED\x10\x00\x12\x10\n\x0c\x41\x43TION_ALLOW\x10\x01\x12\x0f\n\x0b\x41\x43TION_DENY\x10\x02\x12\x1b\n\x17\x41\x43TION_REQUIRE_APPROVAL\x10\x03\x32\xe6\x02\n\x0f\x44\x65\x63isionService\x12P\n\x0bOpenSession\x12\x1f.pgwarden.v1.OpenSessionRequest\x1a .pgwarden.v1.OpenSessionResponse\x12\x41\n\x06\x44\x65\x63ide\x12\x1a.pgwarden.v1.DecideRequest\x1a\x1b.pgwarden.v1.DecideResponse\x12\x61\n\x10ReportExecutions\x12$.pgwarden.v1.ReportExecutionsRequest\x1a%.pgwarden.v1.ReportExecutionsResponse(\x01\x12[\n\x0eWatchRevisions\x12\".pgwarden.v1.WatchRevisionsRequest\x1a#.pgwarden.v1.WatchRevisionsResponse0\x01\x62\x06proto3')
 
 _globals = globals()
 _builder.BuildMessageAndEnumDescriptors(DESCRIPTOR, _globals)
@@ -34,10 +34,10 @@ if not _descriptor._USE_C_DESCRIPTORS:
   DESCRIPTOR._loaded_options = None
   _globals['_DECISION_MASKENTRY']._loaded_options = None
   _globals['_DECISION_MASKENTRY']._serialized_options = b'8\001'
-  _globals['_PROTOCOL']._serialized_start=2334
-  _globals['_PROTOCOL']._serialized_end=2414
-  _globals['_ACTION']._serialized_start=2416
-  _globals['_ACTION']._serialized_end=2512
+  _globals['_PROTOCOL']._serialized_start=2348
+  _globals['_PROTOCOL']._serialized_end=2428
+  _globals['_ACTION']._serialized_start=2430
+  _globals['_ACTION']._serialized_end=2526
   _globals['_IDENTITY']._serialized_start=73
   _globals['_IDENTITY']._serialized_end=194
   _globals['_SESSION']._serialized_start=197
@@ -57,27 +57,27 @@ if not _descriptor._USE_C_DESCRIPTORS:
   _globals['_OPENSESSIONREQUEST']._serialized_start=1168
   _globals['_OPENSESSIONREQUEST']._serialized_end=1268
   _globals['_OPENSESSIONRESPONSE']._serialized_start=1271
-  _globals['_OPENSESSIONRESPONSE']._serialized_end=1408
-  _globals['_STATEMENTREQUEST']._serialized_start=1410
-  _globals['_STATEMENTREQUEST']._serialized_end=1476
-  _globals['_DECIDEREQUEST']._serialized_start=1479
-  _globals['_DECIDEREQUEST']._serialized_end=1625
-  _globals['_DECISION']._serialized_start=1628
-  _globals['_DECISION']._serialized_end=1913
-  _globals['_DECISION_MASKENTRY']._serialized_start=1856
-  _globals['_DECISION_MASKENTRY']._serialized_end=1899
-  _globals['_DECIDERESPONSE']._serialized_start=1915
-  _globals['_DECIDERESPONSE']._serialized_end=1973
-  _globals['_EXECUTION']._serialized_start=1976
-  _globals['_EXECUTION']._serialized_end=2128
-  _globals['_REPORTEXECUTIONSREQUEST']._serialized_start=2130
-  _globals['_REPORTEXECUTIONSREQUEST']._serialized_end=2199
-  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_start=2201
-  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_end=2245
-  _globals['_WATCHREVISIONSREQUEST']._serialized_start=2247
-  _globals['_WATCHREVISIONSREQUEST']._serialized_end=2288
-  _globals['_WATCHREVISIONSRESPONSE']._serialized_start=2290
-  _globals['_WATCHREVISIONSRESPONSE']._serialized_end=2332
-  _globals['_DECISIONSERVICE']._serialized_start=2515
-  _globals['_DECISIONSERVICE']._serialized_end=2873
+  _globals['_OPENSESSIONRESPONSE']._serialized_end=1422
+  _globals['_STATEMENTREQUEST']._serialized_start=1424
+  _globals['_STATEMENTREQUEST']._serialized_end=1490
+  _globals['_DECIDEREQUEST']._serialized_start=1493
+  _globals['_DECIDEREQUEST']._serialized_end=1639
+  _globals['_DECISION']._serialized_start=1642
+  _globals['_DECISION']._serialized_end=1927
+  _globals['_DECISION_MASKENTRY']._serialized_start=1870
+  _globals['_DECISION_MASKENTRY']._serialized_end=1913
+  _globals['_DECIDERESPONSE']._serialized_start=1929
+  _globals['_DECIDERESPONSE']._serialized_end=1987
+  _globals['_EXECUTION']._serialized_start=1990
+  _globals['_EXECUTION']._serialized_end=2142
+  _globals['_REPORTEXECUTIONSREQUEST']._serialized_start=2144
+  _globals['_REPORTEXECUTIONSREQUEST']._serialized_end=2213
+  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_start=2215
+  _globals['_REPORTEXECUTIONSRESPONSE']._serialized_end=2259
+  _globals['_WATCHREVISIONSREQUEST']._serialized_start=2261
+  _globals['_WATCHREVISIONSREQUEST']._serialized_end=2302
+  _globals['_WATCHREVISIONSRESPONSE']._serialized_start=2304
+  _globals['_WATCHREVISIONSRESPONSE']._serialized_end=2346
+  _globals['_DECISIONSERVICE']._serialized_start=2529
+  _globals['_DECISIONSERVICE']._serialized_end=2887
 # @@protoc_insertion_point(module_scope)

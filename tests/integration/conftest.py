@@ -53,6 +53,7 @@ def write_proxy_config(
     extra: str = "",
     proxy_settings: str = "",
     upstream_settings: str = "",
+    decision_settings: str = "",
 ) -> None:
     """A proxy config; ``auth``, ``proxy_settings`` and ``upstream_settings`` add keys to
     [auth], [proxy] and [upstream]; ``extra`` appends whole sections."""
@@ -63,7 +64,7 @@ def write_proxy_config(
         f'[upstream]\nhost = "{cluster.host}"\nport = {cluster.port}\n{upstream_settings}\n'
         f'[upstream.roles.pgwarden_proxy]\npassword = "{password}"\n\n'
         f'[decision]\nmode = "local"\nupstream_role = "pgwarden_proxy"\n'
-        f"deny = {json.dumps(DENY_PATTERNS)}\n\n"
+        f"deny = {json.dumps(DENY_PATTERNS)}\n{decision_settings}\n"
         f'{extra}\n[auth]\ndev_tokens_file = "{tokens_file}"\n{auth}\n'
     )
 
@@ -94,10 +95,12 @@ def make_proxy(
 
     def make(
         extra_config: str = "",
+        *,
         name: str = "proxy",
         auth: str = "",
         proxy_settings: str = "",
         upstream_settings: str = "",
+        decision_settings: str = "",
     ) -> ProxyUnderTest:
         base = tmp_path_factory.mktemp(name)
         tokens_file = base / "dev_tokens.toml"
@@ -113,6 +116,7 @@ def make_proxy(
             extra=extra_config,
             proxy_settings=proxy_settings,
             upstream_settings=upstream_settings,
+            decision_settings=decision_settings,
         )
         process = PgwardenProcess(
             "proxy", config, host="127.0.0.1", port=port, log_path=base / "proxy.log"

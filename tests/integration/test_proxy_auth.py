@@ -165,7 +165,7 @@ def raw_login(proxy: ProxyUnderTest, token: str) -> m.ErrorResponse:
 def test_valid_token_gets_in(jwt_proxy: ProxyUnderTest, issuer: Issuer) -> None:
     before = connections_seen_upstream(jwt_proxy)
     connect(jwt_proxy, issuer.token())
-    assert connections_seen_upstream(jwt_proxy) == before + 1
+    assert connections_seen_upstream(jwt_proxy) > before
 
 
 def test_dev_token_of_another_proxy_is_refused(

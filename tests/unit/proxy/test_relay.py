@@ -4,15 +4,31 @@ transaction status the client ends up seeing."""
 from __future__ import annotations
 
 from collections.abc import Sequence
+from dataclasses import dataclass
 
 from pgwarden.proxy.decision import Action, Decision, Statement
+from pgwarden.proxy.masking import MaskKey
 from pgwarden.proxy.protocol import messages as m
 from pgwarden.proxy.protocol.framing import FrameBuffer
-from pgwarden.proxy.relay import Analysis, DecisionRequest, Refusal, RelayCore
+from pgwarden.proxy.relay import Analysis, DecisionRequest, Execution, Refusal, RelayCore
+
+
+@dataclass(frozen=True)
+class Analyzed:
+    statement: Statement
 
 
 class WordAnalyzer:
     """Facts are just the SQL; ``BAD`` in the SQL makes it unparseable."""
+
+    def parsed(self, name: str, sql: str) -> None:
+        pass
+
+    def closed(self, name: str) -> None:
+        pass
+
+    def completed(self, analysis: object) -> None:
+        pass
 
     def simple_query(self, sql: str) -> list[Analysis]:
         return [self._one(s.strip()) for s in sql.split(";") if s.strip()]
@@ -31,7 +47,7 @@ class WordAnalyzer:
     def _one(self, sql: str) -> Analysis:
         if "BAD" in sql:
             return Refusal("42601", "syntax error")
-        return Statement.of({"sql": sql})
+        return Analyzed(Statement.of({"sql": sql}))
 
 
 def decide(request: DecisionRequest) -> list[Decision]:
@@ -181,7 +197,6 @@ def test_server_bytes_pass_through_split_anywhere() -> None:
     for i in range(0, len(stream), 7):
         relay.server_data(stream[i : i + 7])
     assert b"".join(relay.to_client) == stream
-    assert relay.rows_relayed == 50
     assert relay.tx_status == "T"
 
 
@@ -213,3 +228,202 @@ def test_decision_pauses_later_client_messages() -> None:
     assert third is not None
     relay.resolve(decide(third))
     assert relay.to_server == [m.build_query(f"select {i}") for i in (1, 2, 3)]
+
+
+# -- results: executions, masks, row limits --------------------------------------------------
+
+
+def row_description(*fields: tuple[str, int, int, int]) -> bytes:
+    body = len(fields).to_bytes(2, "big")
+    for name, table_oid, attnum, type_oid in fields:
+        body += name.encode() + b"\0" + table_oid.to_bytes(4, "big") + attnum.to_bytes(2, "big")
+        body += type_oid.to_bytes(4, "big") + (-1).to_bytes(2, "big", signed=True)
+        body += (-1).to_bytes(4, "big", signed=True) + b"\0\0"
+    return m.frame(b"T", body)
+
+
+def data_row(*values: bytes | None) -> bytes:
+    body = len(values).to_bytes(2, "big")
+    for v in values:
+        body += (-1).to_bytes(4, "big", signed=True) if v is None else len(v).to_bytes(4, "big") + v
+    return m.frame(b"D", body)
+
+
+def row_values(body: bytes) -> list[bytes | None]:
+    count, pos, out = int.from_bytes(body[:2], "big"), 2, []
+    for _ in range(count):
+        size = int.from_bytes(body[pos : pos + 4], "big", signed=True)
+        pos += 4
+        out.append(None if size < 0 else body[pos : pos + size])
+        pos += max(size, 0)
+    return out
+
+
+CUSTOMERS = 16500
+COLUMNS = {(CUSTOMERS, 2): "public.customers.email", (CUSTOMERS, 1): "public.customers.id"}
+
+
+class PolicyRelay:
+    """A relay whose decisions carry masks and row limits."""
+
+    def __init__(
+        self,
+        *,
+        mask: dict[str, str] | None = None,
+        row_limit: int | None = None,
+        outputs: list[dict[str, object]] | None = None,
+    ) -> None:
+        self.completed: list[Execution] = []
+        self.relay = RelayCore(
+            WordAnalyzer(),
+            max_message_size=1 << 20,
+            column_name=lambda oid, att: COLUMNS.get((oid, att)),
+            mask_key=MaskKey(b"k" * 32),
+            on_complete=self.completed.append,
+        )
+        self.mask, self.row_limit, self.outputs = mask or {}, row_limit, outputs
+
+    def send(self, data: bytes) -> None:
+        request = self.relay.client_data(data)
+        while request is not None:
+            decisions = [
+                Decision(Action.ALLOW, (), f"id-{i}", mask=self.mask, row_limit=self.row_limit)
+                for i, _ in enumerate(request.statements)
+            ]
+            if self.outputs is not None:
+                for s in request.statements:
+                    s.facts["outputs"] = self.outputs  # type: ignore[index]
+            request = self.relay.resolve(decisions)
+
+
+def test_direct_column_is_masked_in_every_row() -> None:
+    p = PolicyRelay(mask={"public.customers.email": "partial_email"})
+    p.send(m.build_query("select id, email from customers"))
+    p.relay.server_data(
+        row_description(("id", CUSTOMERS, 1, 25), ("email", CUSTOMERS, 2, 25))
+        + data_row(b"1", b"alice@example.com")
+        + data_row(b"2", None)
+        + m.frame(b"C", b"SELECT 2\0")
+        + m.build_ready_for_query("I")
+    )
+    rows = [row_values(b) for t, b in messages(p.relay.to_client) if t == b"D"]
+    assert rows == [[b"1", b"a***@example.com"], [b"2", None]]
+    (done,) = p.completed
+    assert (done.rows, done.rows_affected, done.status) == (2, 2, "complete")
+
+
+def test_derived_output_is_masked_whole_and_non_text_becomes_null() -> None:
+    outputs = [
+        {"name": "lower", "sources": ["public.customers.email"], "direct": False},
+        {
+            "name": "j",
+            "sources": ["public.customers.email", "public.customers.id"],
+            "direct": False,
+        },
+    ]
+    p = PolicyRelay(mask={"public.customers.email": "last4"}, outputs=outputs)
+    p.send(m.build_query("select lower(email), row_to_json(c) from customers c"))
+    p.relay.server_data(
+        row_description(("lower", 0, 0, 25), ("j", 0, 0, 114))
+        + data_row(b"alice@example.com", b'{"email": "alice@example.com"}')
+        + m.frame(b"C", b"SELECT 1\0")
+        + m.build_ready_for_query("I")
+    )
+    rows = [row_values(b) for t, b in messages(p.relay.to_client) if t == b"D"]
+    assert rows == [[b"[redacted]", None]]
+    assert b"alice" not in b"".join(p.relay.to_client)
+
+
+def test_unknown_lineage_masks_every_expression() -> None:
+    p = PolicyRelay(mask={"public.customers.email": "hash"})
+    p.send(m.build_query("select something from somewhere"))
+    p.relay.server_data(row_description(("x", 0, 0, 25)) + data_row(b"alice@example.com"))
+    rows = [row_values(b) for t, b in messages(p.relay.to_client) if t == b"D"]
+    assert rows[0][0] is not None
+    assert b"alice" not in rows[0][0]
+
+
+def test_extended_execution_gets_a_describe_of_its_own_for_masks() -> None:
+    p = PolicyRelay(mask={"public.customers.email": "redact"})
+    p.send(
+        m.build_parse("", "select email from customers")
+        + m.build_bind("", "")
+        + m.build_execute("")
+        + m.build_sync()
+    )
+    assert types(p.relay.to_server) == b"PBDES"  # our Describe before Execute
+    p.relay.server_data(
+        m.frame(b"1", b"")
+        + m.frame(b"2", b"")
+        + row_description(("email", CUSTOMERS, 2, 25))
+        + data_row(b"alice@example.com")
+        + m.frame(b"C", b"SELECT 1\0")
+        + m.build_ready_for_query("I")
+    )
+    assert types(p.relay.to_client) == b"12DCZ"  # the RowDescription we asked for is ours
+    rows = [row_values(b) for t, b in messages(p.relay.to_client) if t == b"D"]
+    assert rows == [[b"[redacted]"]]
+
+
+def test_row_limit_stops_forwarding_cancels_and_ends_with_an_error() -> None:
+    p = PolicyRelay(row_limit=2)
+    p.send(m.build_query("select id from items"))
+    p.relay.server_data(
+        row_description(("id", 0, 0, 23)) + b"".join(data_row(str(i).encode()) for i in range(3))
+    )
+    assert p.relay.cancel_requested
+    p.relay.server_data(
+        data_row(b"4")
+        + m.build_error_response("57014", "canceling statement")
+        + m.build_ready_for_query("I")
+    )
+    got = messages(p.relay.to_client)
+    assert [t for t, _ in got] == [b"T", b"D", b"D", b"E", b"Z"]
+    error = m.parse_error_response(got[3][1])
+    assert (error.sqlstate, "row limit of 2 rows" in error.message) == ("54000", True)
+    (done,) = p.completed
+    assert (done.rows, done.limit_reached, done.status) == (2, True, "failed")
+
+
+def test_row_limit_when_the_query_finished_first() -> None:
+    p = PolicyRelay(row_limit=1)
+    p.send(m.build_query("select id from items"))
+    p.relay.server_data(
+        row_description(("id", 0, 0, 23))
+        + data_row(b"1")
+        + data_row(b"2")
+        + m.frame(b"C", b"SELECT 2\0")
+        + m.build_ready_for_query("I")
+    )
+    assert types(p.relay.to_client) == b"TDEZ"
+
+
+def test_rows_under_the_limit_pass_untouched() -> None:
+    p = PolicyRelay(row_limit=10)
+    p.send(m.build_query("select id from items"))
+    stream = row_description(("id", 0, 0, 23)) + data_row(b"1") + m.frame(b"C", b"SELECT 1\0")
+    p.relay.server_data(stream + m.build_ready_for_query("I"))
+    assert b"".join(p.relay.to_client) == stream + m.build_ready_for_query("I")
+
+
+def test_masks_cannot_apply_to_copy_so_it_is_refused() -> None:
+    class CopyAnalyzer(WordAnalyzer):
+        def _one(self, sql: str) -> Analysis:
+            return Analyzed(
+                Statement.of({"sql": sql, "copy": {"direction": "to", "target": "stdout"}})
+            )
+
+    relay = RelayCore(CopyAnalyzer(), max_message_size=1 << 20)
+    request = relay.client_data(m.build_query("copy customers to stdout"))
+    assert request is not None
+    relay.resolve([Decision(Action.ALLOW, (), "d1", mask={"public.customers.email": "null"})])
+    assert types(relay.to_server) == b"BS"  # refused: marker Bind and Sync
+
+
+def test_executions_after_an_error_are_skipped() -> None:
+    p = PolicyRelay()
+    p.send(m.build_query("select 1; select 2"))
+    p.relay.server_data(
+        m.build_error_response("22012", "division by zero") + m.build_ready_for_query("I")
+    )
+    assert [(e.status, e.sqlstate) for e in p.completed] == [("failed", "22012"), ("skipped", "")]

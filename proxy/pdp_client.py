@@ -1,0 +1,645 @@
+"""The proxy's client of the central PDP: a :class:`DecisionPoint` over gRPC.
+
+- One ``grpc.aio`` channel per PDP endpoint; calls go to the endpoint that last answered
+  and fail over to the next on UNAVAILABLE, all within one deadline (default 250 ms).
+- A :class:`DecisionCache` in front: a hit costs a few dict operations; the cache follows
+  the policy revision the PDP streams (``WatchRevisions``) and the one each decision carries.
+- Fail closed: every failure is a refusal with its own code (``pdp_unavailable``,
+  ``pdp_timeout``, ``pdp_unauthenticated``, or the PDP's ``opa_unavailable``,
+  ``opa_timeout``, ``invalid_decision``); nothing raises to the proxy.
+- Channels reconnect on their own with a short backoff: when a PDP comes back, the same
+  client object works again; clients of the proxy never reconnect.
+
+Config (a TOML table, e.g. ``[proxy.pdp]``; see :meth:`PdpClientConfig.from_section`)::
+
+    endpoints = ["pdp-1:50051", "pdp-2:50051"]
+    deadline_ms = 250
+    token = "…"            # or token_file = "pdp.token": sent as `authorization: Bearer`
+    ca_file = "ca.crt"     # TLS to the PDP; with cert_file + key_file: mutual TLS
+    cert_file = "proxy.crt"
+    key_file = "proxy.key"
+    server_name = "pdp.internal"   # TLS name override, when endpoints are IPs
+    cache_max_entries = 100000     # 0 disables the cache
+    watch_revisions = true
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import time
+from collections.abc import Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import grpc
+from google.protobuf.struct_pb2 import Struct
+
+from pgwarden.config import Section
+from pgwarden.pdp.metrics import Counter, Gauge, Histogram, render
+from pgwarden.proxy.decision import (
+    Action,
+    Decision,
+    DecisionCode,
+    DecisionPoint,
+    Identity,
+    SessionFacts,
+    SessionGrant,
+    Statement,
+    digest_of,
+    new_decision_id,
+)
+from pgwarden.proxy.decision_cache import DecisionCache
+from pgwarden.v1 import decision_pb2 as pb
+from pgwarden.v1 import decision_pb2_grpc as pb_grpc
+
+DECISION_IDS_KEY = "pgwarden-decision-ids"
+# Reconnect quickly after a PDP restart (gRPC's default backoff grows to two minutes).
+CHANNEL_OPTIONS: list[tuple[str, Any]] = [
+    ("grpc.initial_reconnect_backoff_ms", 100),
+    ("grpc.min_reconnect_backoff_ms", 100),
+    ("grpc.max_reconnect_backoff_ms", 1000),
+    ("grpc.enable_retries", 0),
+]
+WATCH_BACKOFF_S = (0.1, 2.0)
+SESSION_KEYS_MAX = 8192
+FACTS_MEMO_MAX = 8192
+
+_ACTIONS = {
+    pb.ACTION_ALLOW: Action.ALLOW,
+    pb.ACTION_DENY: Action.DENY,
+    pb.ACTION_REQUIRE_APPROVAL: Action.REQUIRE_APPROVAL,
+}
+_PROTOCOLS = {
+    "simple": pb.PROTOCOL_SIMPLE,
+    "extended": pb.PROTOCOL_EXTENDED,
+}
+_STATUS_CODES = {
+    grpc.StatusCode.UNAVAILABLE: DecisionCode.PDP_UNAVAILABLE,
+    grpc.StatusCode.DEADLINE_EXCEEDED: DecisionCode.PDP_TIMEOUT,
+    grpc.StatusCode.UNAUTHENTICATED: DecisionCode.PDP_UNAUTHENTICATED,
+}
+_USABLE = (grpc.ChannelConnectivity.READY, grpc.ChannelConnectivity.IDLE)
+_MESSAGES = {
+    DecisionCode.PDP_UNAVAILABLE: "the policy decision point is unavailable",
+    DecisionCode.PDP_TIMEOUT: "the policy decision point did not answer in time",
+    DecisionCode.PDP_UNAUTHENTICATED: "the policy decision point refused the proxy's credentials",
+    DecisionCode.INVALID_DECISION: "the policy decision point sent an invalid answer",
+    DecisionCode.ANALYSIS_FAILED: "session or statement facts do not match the decision contract",
+}
+
+
+@dataclass(frozen=True)
+class PdpClientConfig:
+    endpoints: tuple[str, ...]
+    deadline_s: float = 0.25
+    token: str | None = None
+    ca_file: Path | None = None
+    cert_file: Path | None = None
+    key_file: Path | None = None
+    server_name: str | None = None
+    cache_max_entries: int = 100_000
+    watch_revisions: bool = True
+
+    @classmethod
+    def from_section(cls, section: Section, *, base_dir: Path) -> PdpClientConfig:
+        """Read and validate a config table; errors name the file and the dotted key."""
+        endpoints = section.get("endpoints", list, required=True)
+        if not endpoints or not all(
+            isinstance(e, str) and e.rpartition(":")[2].isdigit() for e in endpoints
+        ):
+            raise section.error("endpoints", "must be a non-empty list of host:port strings")
+        deadline_ms = section.get("deadline_ms", int, 250)
+        if deadline_ms <= 0:
+            raise section.error("deadline_ms", "must be a positive number of milliseconds")
+        token = section.optional("token", str)
+        token_file = section.optional("token_file", str)
+        if token is not None and token_file is not None:
+            raise section.error("token_file", "set token or token_file, not both")
+        if token_file is not None:
+            try:
+                token = (base_dir / token_file).read_text().strip()
+            except OSError as exc:
+                raise section.error("token_file", str(exc)) from None
+        paths: dict[str, Path | None] = {}
+        for name in ("ca_file", "cert_file", "key_file"):
+            value = section.optional(name, str)
+            path = None if value is None else (base_dir / value).resolve()
+            if path is not None and not path.is_file():
+                raise section.error(name, f"{path} is not a file")
+            paths[name] = path
+        if (paths["cert_file"] is None) != (paths["key_file"] is None):
+            raise section.error("cert_file", "cert_file and key_file go together")
+        if paths["cert_file"] is not None and paths["ca_file"] is None:
+            raise section.error("ca_file", "mutual TLS needs ca_file (the PDP's CA)")
+        server_name = section.optional("server_name", str)
+        cache_max = section.get("cache_max_entries", int, 100_000)
+        if cache_max < 0:
+            raise section.error("cache_max_entries", "must be >= 0")
+        watch = section.get("watch_revisions", bool, True)
+        section.reject_unknown()
+        if token is None and paths["cert_file"] is None:
+            raise section.error("token", "the PDP needs credentials: token, token_file or mTLS")
+        return cls(
+            tuple(endpoints),
+            deadline_ms / 1000,
+            token,
+            paths["ca_file"],
+            paths["cert_file"],
+            paths["key_file"],
+            server_name,
+            cache_max,
+            watch,
+        )
+
+
+class PdpError(Exception):
+    def __init__(self, code: DecisionCode, detail: str = "") -> None:
+        super().__init__(detail or code.value)
+        self.code = code
+
+
+@dataclass
+class _Endpoint:
+    address: str
+    channel: grpc.aio.Channel
+    stub: Any  # DecisionServiceAsyncStub
+
+
+class ClientMetrics:
+    """The client's statistics, exported in Prometheus text format by the proxy."""
+
+    def __init__(self) -> None:
+        self.decisions = Counter(
+            "pgwarden_proxy_decisions_total",
+            "Statement decisions by source (cache or pdp) and code.",
+            ("source", "code"),
+        )
+        self.refusals = Counter(
+            "pgwarden_proxy_pdp_refusals_total",
+            "Statements refused without a policy decision, by code.",
+            ("code",),
+        )
+        self.latency = Histogram(
+            "pgwarden_proxy_pdp_decide_seconds", "Decide round trips to the PDP (cache misses)."
+        )
+        self.session_latency = Histogram(
+            "pgwarden_proxy_pdp_open_session_seconds", "OpenSession round trips to the PDP."
+        )
+        self.sessions = Counter(
+            "pgwarden_proxy_sessions_total", "Sessions asked for, by outcome.", ("allowed",)
+        )
+        self.revision_changes = Counter(
+            "pgwarden_proxy_revision_changes_total", "Policy revision changes seen."
+        )
+        self.cache_hits = Gauge("pgwarden_proxy_decision_cache_hits_total", "Cache hits.")
+        self.cache_misses = Gauge("pgwarden_proxy_decision_cache_misses_total", "Cache misses.")
+        self.cache_hit_ratio = Gauge(
+            "pgwarden_proxy_decision_cache_hit_ratio", "Hits / lookups since start."
+        )
+        self.cache_entries = Gauge("pgwarden_proxy_decision_cache_entries", "Cached decisions.")
+
+
+class PdpClient:
+    """Implements ``pgwarden.proxy.decision.DecisionPoint`` against PDP replicas."""
+
+    def __init__(self, config: PdpClientConfig, *, proxy_id: str = "") -> None:
+        self.config = config
+        self.proxy_id = proxy_id
+        self.cache = DecisionCache(config.cache_max_entries)
+        self.metrics = ClientMetrics()
+        self.pdp_calls = 0
+        self._metadata: tuple[tuple[str, str], ...] = (
+            (("authorization", f"Bearer {config.token}"),) if config.token else ()
+        )
+        self._endpoints = [self._open(address) for address in config.endpoints]
+        self._preferred = 0
+        # id(session) → (session, identity, key, key in transaction, pb identity,
+        # pb session, pb session in transaction); the objects are kept so ids stay unique.
+        self._sessions: dict[int, tuple[Any, ...]] = {}
+        self._facts: dict[bytes, pb.StatementFacts] = {}
+        self._watch_task: asyncio.Task[None] | None = None
+        self._revision_event = asyncio.Event()
+
+    # -- lifecycle ---------------------------------------------------------------------
+
+    def _open(self, address: str) -> _Endpoint:
+        options = list(CHANNEL_OPTIONS)
+        if self.config.server_name:
+            options.append(("grpc.ssl_target_name_override", self.config.server_name))
+        if self.config.ca_file is not None:
+            credentials = grpc.ssl_channel_credentials(
+                root_certificates=self.config.ca_file.read_bytes(),
+                private_key=self.config.key_file.read_bytes() if self.config.key_file else None,
+                certificate_chain=(
+                    self.config.cert_file.read_bytes() if self.config.cert_file else None
+                ),
+            )
+            channel = grpc.aio.secure_channel(address, credentials, options=options)
+        else:
+            channel = grpc.aio.insecure_channel(address, options=options)
+        return _Endpoint(address, channel, pb_grpc.DecisionServiceStub(channel))
+
+    async def start(self) -> PdpClient:
+        """Subscribe to policy revisions (cache invalidation); returns self."""
+        if self.config.watch_revisions and self._watch_task is None:
+            self._watch_task = asyncio.create_task(self._watch_revisions(), name="pdp-revisions")
+        return self
+
+    async def close(self) -> None:
+        if self._watch_task is not None:
+            self._watch_task.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await self._watch_task
+            self._watch_task = None
+        for endpoint in self._endpoints:
+            await endpoint.channel.close()
+
+    async def __aenter__(self) -> PdpClient:
+        return await self.start()
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    def forget_session(self, session: SessionFacts) -> None:
+        """Drop what was memoized for a session that ended (optional: memory is bounded)."""
+        self._sessions.pop(id(session), None)
+
+    # -- DecisionPoint -----------------------------------------------------------------
+
+    async def open_session(self, identity: Identity, session: SessionFacts) -> SessionGrant:
+        started = time.perf_counter()
+        try:
+            memo = self._session_memo(identity, session)
+            request = pb.OpenSessionRequest(identity=memo[4], session=memo[5])
+            response, _ = await self._call("OpenSession", request)
+        except (TypeError, ValueError) as exc:  # claims that are not JSON values
+            return self._refuse_session(PdpError(DecisionCode.ANALYSIS_FAILED, str(exc)))
+        except PdpError as exc:
+            return self._refuse_session(exc)
+        self.metrics.session_latency.observe(time.perf_counter() - started)
+        self._see_revision(response.revision)
+        allowed = bool(response.allowed and response.upstream_role)
+        self.metrics.sessions.inc(str(allowed).lower())
+        return SessionGrant(
+            allowed,
+            response.upstream_role if allowed else "",
+            tuple(response.reasons),
+            response.decision_id,
+        )
+
+    def decide_now(
+        self,
+        identity: Identity,
+        session: SessionFacts,
+        statements: Sequence[Statement],
+        *,
+        in_transaction: bool,
+    ) -> list[Decision] | None:
+        """The decisions when all are cached (no task, no await), else None."""
+        memo = self._sessions.get(id(session))
+        if memo is None or memo[0] is not session or memo[1] is not identity:
+            try:
+                memo = self._session_memo(identity, session)
+            except (TypeError, ValueError) as exc:  # claims that are not JSON values
+                return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
+        session_key: bytes = memo[3] if in_transaction else memo[2]
+        cache = self.cache
+        if len(statements) == 1:  # the hot path
+            hit = cache.get(session_key, statements[0].digest)
+            return None if hit is None else [hit]
+        found = []
+        for statement in statements:
+            decision = cache.peek(session_key, statement.digest)
+            if decision is None:
+                return None
+            found.append(decision)
+        cache.hits += len(found)
+        return found
+
+    async def decide(
+        self,
+        identity: Identity,
+        session: SessionFacts,
+        statements: Sequence[Statement],
+        *,
+        in_transaction: bool,
+    ) -> list[Decision]:
+        memo = self._sessions.get(id(session))
+        if memo is None or memo[0] is not session or memo[1] is not identity:
+            try:
+                memo = self._session_memo(identity, session)
+            except (TypeError, ValueError) as exc:  # claims that are not JSON values
+                return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
+        session_key: bytes = memo[3] if in_transaction else memo[2]
+        cache = self.cache
+        if len(statements) == 1:  # the hot path: one statement, usually cached
+            hit = cache.get(session_key, statements[0].digest)
+            if hit is not None:
+                return [hit]
+            return await self._decide_remote(memo, session_key, statements, in_transaction)
+        hits = [cache.get(session_key, s.digest) for s in statements]
+        missing = [s for s, h in zip(statements, hits, strict=True) if h is None]
+        if not missing:
+            return [h for h in hits if h is not None]
+        fresh = iter(await self._decide_remote(memo, session_key, missing, in_transaction))
+        return [h if h is not None else next(fresh) for h in hits]
+
+    async def report_executions(self, executions: Sequence[pb.Execution]) -> int:
+        """Send a batch of execution reports (rows, bytes, duration, SQLSTATE per decision
+        id) on one ``ReportExecutions`` stream; returns how many the PDP accepted, 0 when
+        it could not be reached (the caller keeps the batch and retries). Never raises."""
+        if not executions:
+            return 0
+
+        async def batches() -> Any:
+            yield pb.ReportExecutionsRequest(executions=executions)
+
+        try:
+            response, _ = await self._call("ReportExecutions", batches, stream=True)
+        except PdpError:
+            return 0
+        accepted: int = response.accepted
+        return accepted
+
+    # -- internals ---------------------------------------------------------------------
+
+    def _session_memo(self, identity: Identity, session: SessionFacts) -> tuple[Any, ...]:
+        """Digests and messages of the identity and session, computed once per session."""
+        identity_doc = identity.document()
+        keys = [
+            digest_of({"identity": identity_doc, "session": session.document(in_transaction=t)})
+            for t in (False, True)
+        ]
+        claims = Struct()
+        claims.update(dict(identity.claims))
+        pb_identity = pb.Identity(
+            subject=identity.subject,
+            issuer=identity.issuer,
+            groups=identity.groups,
+            auth_method=identity.auth_method,
+            claims=claims,
+        )
+        sessions = [
+            pb.Session(
+                id=session.id,
+                proxy_id=session.proxy_id,
+                client_addr=session.client_addr,
+                database=session.database,
+                application_name=session.application_name,
+                tls=session.tls,
+                in_transaction=t,
+                requested_user=session.requested_user,
+            )
+            for t in (False, True)
+        ]
+        memo = (session, identity, keys[0], keys[1], pb_identity, sessions[0], sessions[1])
+        if len(self._sessions) >= SESSION_KEYS_MAX:
+            del self._sessions[next(iter(self._sessions))]
+        self._sessions[id(session)] = memo
+        return memo
+
+    def _statement_message(self, statement: Statement) -> pb.StatementFacts:
+        message = self._facts.get(statement.digest)
+        if message is None:
+            message = facts_message(statement.facts)
+            if len(self._facts) >= FACTS_MEMO_MAX:
+                del self._facts[next(iter(self._facts))]
+            self._facts[statement.digest] = message
+        return message
+
+    async def _decide_remote(
+        self,
+        memo: tuple[Any, ...],
+        session_key: bytes,
+        statements: Sequence[Statement],
+        in_transaction: bool,
+    ) -> list[Decision]:
+        try:
+            request = pb.DecideRequest(
+                identity=memo[4],
+                session=memo[6] if in_transaction else memo[5],
+                statements=[
+                    pb.StatementRequest(statement=self._statement_message(s)) for s in statements
+                ],
+            )
+        except (TypeError, ValueError) as exc:
+            return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
+        self.cache.note_misses(len(statements))
+        started = time.perf_counter()
+        try:
+            response, _ = await self._call("Decide", request)
+        except PdpError as exc:
+            return self._refuse(exc.code, len(statements))
+        self.metrics.latency.observe(time.perf_counter() - started)
+        if len(response.decisions) != len(statements):
+            return self._refuse(DecisionCode.INVALID_DECISION, len(statements))
+        decisions = [_decision_of(m) for m in response.decisions]
+        if response.decisions:
+            self._see_revision(response.decisions[0].revision)
+        cache = self.cache
+        for statement, decision in zip(statements, decisions, strict=True):
+            cache.put(session_key, statement.digest, decision)
+            self.metrics.decisions.inc("pdp", decision.code)
+        return decisions
+
+    def _refuse_session(self, error: PdpError) -> SessionGrant:
+        self.metrics.refusals.inc(error.code.value)
+        self.metrics.sessions.inc("false")
+        reason = f"{_MESSAGES[error.code]} [{error.code.value}]"
+        return SessionGrant(False, "", (reason,), new_decision_id())
+
+    def _refuse(self, code: DecisionCode, count: int, detail: str = "") -> list[Decision]:
+        self.metrics.refusals.inc(code.value, amount=count)
+        self.metrics.decisions.inc("client", code.value, amount=count)
+        reason = f"{_MESSAGES[code]} [{code.value}]"
+        if detail and code is DecisionCode.ANALYSIS_FAILED:
+            reason = f"{_MESSAGES[code]}: {detail} [{code.value}]"
+        return [
+            Decision(Action.DENY, (reason,), new_decision_id(), code=code.value)
+            for _ in range(count)
+        ]
+
+    async def _call(self, method: str, request: Any, *, stream: bool = False) -> tuple[Any, Any]:
+        """Call ``method`` on the preferred endpoint, failing over on UNAVAILABLE, all
+        within one deadline; raise PdpError."""
+        loop = asyncio.get_running_loop()
+        deadline = loop.time() + self.config.deadline_s
+        count = len(self._endpoints)
+        error = PdpError(DecisionCode.PDP_UNAVAILABLE)
+        self.pdp_calls += 1
+        first = self._preferred if count == 1 else self._first_endpoint()
+        for attempt in range(count):
+            index = (first + attempt) % count
+            remaining = deadline - loop.time()
+            if remaining <= 0:
+                error = PdpError(DecisionCode.PDP_TIMEOUT)
+                break
+            endpoint = self._endpoints[index]
+            call = getattr(endpoint.stub, method)(
+                request() if stream else request, timeout=remaining, metadata=self._metadata
+            )
+            try:
+                response = await call
+            except grpc.aio.AioRpcError as exc:
+                code = _STATUS_CODES.get(exc.code(), DecisionCode.PDP_UNAVAILABLE)
+                error = PdpError(code, f"{endpoint.address}: {exc.code().name} {exc.details()}")
+                if exc.code() is grpc.StatusCode.UNAVAILABLE:
+                    continue  # next endpoint, same deadline
+                break
+            except Exception as exc:  # whatever else: refuse, never raise to the proxy
+                error = PdpError(DecisionCode.PDP_UNAVAILABLE, repr(exc))
+                break
+            self._preferred = index
+            return response, call
+        raise error
+
+    def _first_endpoint(self) -> int:
+        """The preferred endpoint, unless its channel is not connected and another one is:
+        a host that vanished without a reset would otherwise eat the whole deadline."""
+        preferred = self._preferred
+        if self._endpoints[preferred].channel.get_state() in _USABLE:
+            return preferred
+        for offset in range(1, len(self._endpoints)):
+            index = (preferred + offset) % len(self._endpoints)
+            if self._endpoints[index].channel.get_state() in _USABLE:
+                return index
+        return preferred
+
+    def _see_revision(self, revision: str) -> None:
+        if revision and self.cache.set_revision(revision):
+            self.metrics.revision_changes.inc()
+            self._revision_event.set()
+            self._revision_event = asyncio.Event()
+
+    async def wait_revision(self, revision: str) -> None:
+        """Wait until the client knows ``revision`` (for tests and tooling)."""
+        while self.cache.revision != revision:
+            await self._revision_event.wait()
+
+    async def _watch_revisions(self) -> None:
+        backoff = WATCH_BACKOFF_S[0]
+        attempt = 0
+        while True:
+            endpoint = self._endpoints[(self._preferred + attempt) % len(self._endpoints)]
+            try:
+                stream = endpoint.stub.WatchRevisions(
+                    pb.WatchRevisionsRequest(proxy_id=self.proxy_id), metadata=self._metadata
+                )
+                async for message in stream:
+                    backoff = WATCH_BACKOFF_S[0]
+                    self._see_revision(message.revision)
+            except grpc.aio.AioRpcError:
+                attempt += 1
+            await asyncio.sleep(backoff)
+            backoff = min(backoff * 2, WATCH_BACKOFF_S[1])
+
+    # -- statistics --------------------------------------------------------------------
+
+    def stats(self) -> dict[str, Any]:
+        cache = self.cache
+        return {
+            "cache_hits": cache.hits,
+            "cache_misses": cache.misses,
+            "cache_hit_ratio": cache.hit_ratio,
+            "cache_entries": len(cache),
+            "cache_evictions": cache.evictions,
+            "cache_invalidations": cache.invalidations,
+            "revision": cache.revision,
+            "pdp_calls": self.pdp_calls,
+            "refusals": {labels[0]: int(v) for labels, v in self.metrics.refusals.values.items()},
+        }
+
+    def metrics_text(self) -> str:
+        """The client's metrics in Prometheus text format, for the proxy's /metrics."""
+        m = self.metrics
+        # Hits are counted by the cache alone, to keep the hit path minimal.
+        m.decisions.values[("cache", "")] = float(self.cache.hits)
+        m.cache_hits.set(self.cache.hits)
+        m.cache_misses.set(self.cache.misses)
+        m.cache_hit_ratio.set(self.cache.hit_ratio)
+        m.cache_entries.set(len(self.cache))
+        return render(
+            [
+                m.decisions,
+                m.refusals,
+                m.latency,
+                m.session_latency,
+                m.sessions,
+                m.revision_changes,
+                m.cache_hits,
+                m.cache_misses,
+                m.cache_hit_ratio,
+                m.cache_entries,
+            ]
+        )
+
+
+_FACT_KEYS = frozenset(pb.StatementFacts.DESCRIPTOR.fields_by_name)
+
+
+def facts_message(facts: Mapping[str, Any]) -> pb.StatementFacts:
+    """Statement facts (``input.statement``) → ``pb.StatementFacts``, strictly: an unknown
+    key or a wrong type raises ValueError/TypeError (the statement is then refused)."""
+    unknown = set(facts) - _FACT_KEYS
+    if unknown:
+        raise ValueError(f"unknown statement fact {sorted(unknown)[0]!r}")
+    message = pb.StatementFacts(
+        fingerprint=facts.get("fingerprint", ""),
+        sql_normalized=facts.get("sql_normalized", ""),
+        command=facts.get("command", ""),
+        protocol=_PROTOCOLS.get(facts.get("protocol", ""), pb.PROTOCOL_UNSPECIFIED),
+        read_only=facts.get("read_only", False),
+        relations=[pb.Relation(**r) for r in facts.get("relations", ())],
+        columns=[pb.ColumnUse(**c) for c in facts.get("columns", ())],
+        outputs=[pb.Output(**o) for o in facts.get("outputs", ())],
+        star=facts.get("star", ()),
+        functions=facts.get("functions", ()),
+        has_where=facts.get("has_where", False),
+        nested=[facts_message(n) for n in facts.get("nested", ())],
+        unresolved=facts.get("unresolved", False),
+    )
+    if facts.get("copy") is not None:
+        message.copy.CopyFrom(pb.Copy(**facts["copy"]))
+    if facts.get("limit") is not None:
+        message.limit = facts["limit"]
+    if facts.get("set") is not None:
+        message.set.CopyFrom(pb.SetCommand(**facts["set"]))
+    return message
+
+
+def _decision_of(message: pb.Decision) -> Decision:
+    action = _ACTIONS.get(message.action)
+    if action is None:
+        return Decision(
+            Action.DENY,
+            (f"{_MESSAGES[DecisionCode.INVALID_DECISION]} [invalid_decision]",),
+            message.decision_id or new_decision_id(),
+            revision=message.revision,
+            code=DecisionCode.INVALID_DECISION.value,
+        )
+    return Decision(
+        action,
+        tuple(message.reasons),
+        message.decision_id,
+        mask=dict(message.mask),
+        row_limit=message.row_limit if message.HasField("row_limit") else None,
+        cache_ttl_s=message.cache_ttl_s,
+        dry_run=message.dry_run and not message.code,
+        revision=message.revision,
+        code=message.code,
+    )
+
+
+def decision_ids(metadata: Iterable[tuple[str, str]] | None) -> list[str]:
+    """The decision ids of a call's trailing metadata, in request order."""
+    for key, value in metadata or ():
+        if key == DECISION_IDS_KEY:
+            return value.split(",") if value else []
+    return []
+
+
+def _conforms(client: PdpClient) -> DecisionPoint:
+    """mypy checks here that PdpClient implements the proxy's DecisionPoint protocol."""
+    return client
