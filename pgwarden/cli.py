@@ -3,6 +3,8 @@
 from __future__ import annotations
 
 import argparse
+import dataclasses
+import json
 import signal
 import sys
 import threading
@@ -10,39 +12,87 @@ from collections.abc import Sequence
 from pathlib import Path
 
 from pgwarden import __version__
-from pgwarden.stack.opa import OpaServer
-from pgwarden.stack.postgres import PostgresCluster
+from pgwarden.stack import demo, local
 from pgwarden.stack.process import StackError
-
-POLICIES = Path(__file__).resolve().parents[1] / "policies"
 
 
 def cmd_up(args: argparse.Namespace) -> int:
-    """Start a throwaway PostgreSQL and an OPA loaded with the policy pack; stop on Ctrl-C."""
+    """Run the reference scenario on embedded defaults: PostgreSQL, PDP + OPA, proxy."""
+    stack = local.start(args.state_dir, proxy_port=args.proxy_port)
+    info = stack.info
+    if args.detach:
+        print(
+            json.dumps(
+                {
+                    "state_dir": str(args.state_dir),
+                    **{k: v for k, v in info.items() if k != "tokens"},
+                },
+                indent=2,
+            )
+        )
+        return 0
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
-    with PostgresCluster() as pg, OpaServer([args.policies]) as opa:
-        print(f"PostgreSQL  {pg.dsn(login=pg.proxy_login)}")
-        print(f"            superuser: psql '{pg.dsn()}'")
-        print(f"OPA         {opa.url}  (policies: {args.policies})")
-        print("Ctrl-C stops everything.", flush=True)
+    proxy = info["proxy"]
+    print(f"pgwarden is running (state in {args.state_dir}). Connect as each identity:\n")
+    for subject, token in info["tokens"].items():
+        print(
+            f"  PGPASSWORD='{token}' psql \"host={proxy['host']} port={proxy['port']} "
+            f"dbname={proxy['database']} user={subject} sslmode=verify-full "
+            f'sslrootcert={proxy["ca_file"]}"'
+        )
+    print(f"\nIn another terminal: pgwarden demo --state-dir {args.state_dir}")
+    print("Ctrl-C stops everything.", flush=True)
+    try:
         stop.wait()
+    finally:
+        stack.stop()
     return 0
+
+
+def cmd_down(args: argparse.Namespace) -> int:
+    """Stop a stack started with ``pgwarden up --detach``."""
+    stopped = local.stop_detached(args.state_dir)
+    print(f"stopped: {', '.join(stopped) or 'nothing was running'}")
+    return 0
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    """A scripted tour of what pgwarden allows, masks, limits and refuses."""
+    steps = demo.run(args.state_dir)
+    if args.json:
+        print(json.dumps([dataclasses.asdict(s) for s in steps], indent=2))
+    else:
+        print(demo.show(steps, demo.load_stack(args.state_dir)))
+    return 0 if all(s.ok for s in steps) else 1
 
 
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="pgwarden", description=__doc__)
     parser.add_argument("--version", action="version", version=f"pgwarden {__version__}")
     sub = parser.add_subparsers(dest="command", required=True)
+    state_dir = {
+        "type": Path,
+        "default": local.default_state_dir(),
+        "help": "where the stack keeps its state (default: %(default)s)",
+    }
     up = sub.add_parser("up", help=cmd_up.__doc__)
+    up.add_argument("--state-dir", **state_dir)  # type: ignore[arg-type]
     up.add_argument(
-        "--policies",
-        type=Path,
-        default=POLICIES,
-        help="policy directory to load into OPA (default: the shipped pack)",
+        "--detach",
+        action="store_true",
+        help="return once everything is ready; stop with pgwarden down",
     )
+    up.add_argument("--proxy-port", type=int, default=None, help="default: a free port")
     up.set_defaults(func=cmd_up)
+    down = sub.add_parser("down", help=cmd_down.__doc__)
+    down.add_argument("--state-dir", **state_dir)  # type: ignore[arg-type]
+    down.set_defaults(func=cmd_down)
+    tour = sub.add_parser("demo", help=cmd_demo.__doc__)
+    tour.add_argument("--state-dir", **state_dir)  # type: ignore[arg-type]
+    tour.add_argument("--json", action="store_true", help="print the steps as JSON")
+    tour.set_defaults(func=cmd_demo)
     from pgwarden.pdp.server import add_command as add_pdp_command  # noqa: PLC0415 (lazy grpc)
 
     add_pdp_command(sub)  # pgwarden pdp --config FILE

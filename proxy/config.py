@@ -11,6 +11,7 @@ from pathlib import Path
 from pgwarden.config import ConfigError, Section, load_toml
 from pgwarden.proxy.auth.config import AuthConfig
 from pgwarden.proxy.masking import MASK_FUNCTIONS
+from pgwarden.proxy.pdp_client import PdpClientConfig
 from pgwarden.proxy.upstream import UpstreamTarget
 
 SSLMODES = ("disable", "require", "verify-ca", "verify-full")
@@ -46,7 +47,7 @@ class ProxyConfig:
     upstream: UpstreamTarget
     roles: Mapping[str, str | None]
     auth: AuthConfig
-    decisions: LocalDecisions
+    decisions: LocalDecisions | PdpClientConfig
     tls: TlsConfig | None = None
     require_tls: bool = False
     allow_plaintext_loopback: bool = False
@@ -120,24 +121,15 @@ class ProxyConfig:
 
         dec = root.section("decision", required=True)
         mode = dec.get("mode", str, required=True)
-        if mode != "local":
-            raise dec.error("mode", f"unknown mode {mode!r} (expected 'local')")
-        role = dec.get("upstream_role", str, required=True)
-        if role not in roles:
-            raise dec.error("upstream_role", f"role {role!r} has no [upstream.roles] entry")
-        deny = dec.get("deny", list, [])
-        if not all(isinstance(p, str) for p in deny):
-            raise dec.error("deny", "must be a list of strings")
-        mask_section = dec.section("mask")
-        mask = {}
-        for column in list(mask_section.data):
-            function = mask_section.get(column, str)
-            if function not in MASK_FUNCTIONS:
-                raise mask_section.error(column, f"must be one of {', '.join(MASK_FUNCTIONS)}")
-            mask[column] = function
-        row_limit = dec.optional("row_limit", int)
-        if row_limit is not None and row_limit < 0:
-            raise dec.error("row_limit", "must be >= 0")
+        decisions: LocalDecisions | PdpClientConfig
+        if mode == "local":
+            decisions = _local_decisions(dec, roles)
+        elif mode == "pdp":
+            decisions = PdpClientConfig.from_section(
+                dec.section("pdp", required=True), base_dir=base
+            )
+        else:
+            raise dec.error("mode", f"unknown mode {mode!r} (expected 'local' or 'pdp')")
         dec.reject_unknown()
         root.reject_unknown()
 
@@ -149,7 +141,7 @@ class ProxyConfig:
             upstream=target,
             roles=roles,
             auth=auth,
-            decisions=LocalDecisions(role, tuple(deny), mask, row_limit),
+            decisions=decisions,
             tls=tls,
             require_tls=require_tls,
             allow_plaintext_loopback=loopback,
@@ -210,3 +202,23 @@ def _roles(section: Section) -> dict[str, str | None]:
         role.reject_unknown()
         roles[name] = password
     return roles
+
+
+def _local_decisions(dec: Section, roles: Mapping[str, str | None]) -> LocalDecisions:
+    role = dec.get("upstream_role", str, required=True)
+    if role not in roles:
+        raise dec.error("upstream_role", f"role {role!r} has no [upstream.roles] entry")
+    deny = dec.get("deny", list, [])
+    if not all(isinstance(p, str) for p in deny):
+        raise dec.error("deny", "must be a list of strings")
+    mask_section = dec.section("mask")
+    mask = {}
+    for column in list(mask_section.data):
+        function = mask_section.get(column, str)
+        if function not in MASK_FUNCTIONS:
+            raise mask_section.error(column, f"must be one of {', '.join(MASK_FUNCTIONS)}")
+        mask[column] = function
+    row_limit = dec.optional("row_limit", int)
+    if row_limit is not None and row_limit < 0:
+        raise dec.error("row_limit", "must be >= 0")
+    return LocalDecisions(role, tuple(deny), mask, row_limit)

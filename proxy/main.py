@@ -16,8 +16,9 @@ import uvloop
 
 from pgwarden.config import ConfigError
 from pgwarden.proxy.auth.agent import AgentAuthenticator
-from pgwarden.proxy.config import ProxyConfig
+from pgwarden.proxy.config import LocalDecisions, ProxyConfig
 from pgwarden.proxy.decision import LocalDecisionPoint
+from pgwarden.proxy.pdp_client import PdpClient
 from pgwarden.proxy.server import ProxyServer
 
 _STANDARD_LOG_FIELDS = frozenset(logging.makeLogRecord({}).__dict__) | {"message", "asctime"}
@@ -47,10 +48,14 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 async def serve(config: ProxyConfig) -> None:
     authenticator = AgentAuthenticator(config.auth)
-    local = config.decisions
-    decisions = LocalDecisionPoint(
-        local.upstream_role, local.deny, mask=local.mask, row_limit=local.row_limit
-    )
+    decisions: LocalDecisionPoint | PdpClient
+    if isinstance(config.decisions, LocalDecisions):
+        local = config.decisions
+        decisions = LocalDecisionPoint(
+            local.upstream_role, local.deny, mask=local.mask, row_limit=local.row_limit
+        )
+    else:
+        decisions = await PdpClient(config.decisions, proxy_id=config.proxy_id).start()
     server = ProxyServer(config, authenticator=authenticator, decision_point=decisions)
     await authenticator.warm_up()
     await server.start()
@@ -63,6 +68,8 @@ async def serve(config: ProxyConfig) -> None:
     logging.getLogger("pgwarden.proxy").info("shutting down", extra={"event": "shutdown"})
     await server.shutdown()
     await authenticator.close()
+    if isinstance(decisions, PdpClient):
+        await decisions.close()
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:

@@ -110,6 +110,15 @@ class PostgresCluster:
         self.base_dir.chmod(0o700)
         if self.os_user:
             shutil.chown(self.base_dir, self.os_user, self.os_user)
+            reachable = subprocess.run(
+                ["test", "-w", str(self.base_dir)], user=self.os_user, check=False
+            )
+            if reachable.returncode != 0:
+                raise StackError(
+                    f"PostgreSQL runs as the '{self.os_user}' user, who cannot reach "
+                    f"{self.base_dir}: choose a directory whose parents it may traverse "
+                    "(e.g. under /var/lib or /tmp)"
+                )
         if not (self.data_dir / "PG_VERSION").exists():
             self._initdb()
             self._enable_tls()

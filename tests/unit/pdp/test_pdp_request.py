@@ -65,17 +65,18 @@ IDENTITY = Identity(
 SESSION = SessionFacts("s-1", "edge-1", "10.0.0.7", "shop", "airflow", True, "reporting")
 
 
+# The tests that build a client are async: grpc.aio channels need an event loop.
 def _client() -> PdpClient:
     return PdpClient(PdpClientConfig(("127.0.0.1:1",), token="t"), proxy_id="edge-1")
 
 
-def test_statement_document_round_trips_the_proxys_facts() -> None:
+async def test_statement_document_round_trips_the_proxys_facts() -> None:
     client = _client()
     message = client._statement_message(Statement.of(FACTS))
     assert statement_document(message) == FACTS
 
 
-def test_identity_and_session_documents_match_the_proxys() -> None:
+async def test_identity_and_session_documents_match_the_proxys() -> None:
     client = _client()
     memo = client._session_memo(IDENTITY, SESSION)
     identity = identity_document(memo[4])
