@@ -166,16 +166,18 @@ def plan_row_mask(
             else:
                 masks.append(None)
             continue
+        direct = False
         if lineage is None:
             sources: list[str] = list(mask)  # unknown lineage: assume the worst
         else:
             raw = lineage[i].get("sources", [])
             sources = [s for s in raw if isinstance(s, str)] if isinstance(raw, list) else []
+            # A column passed through unchanged (e.g. by a view) keeps its own mask.
+            direct = lineage[i].get("direct") is True and len(sources) == 1
         hit = [s for s in sources if s in mask]
         if hit:
-            masks.append(
-                value_mask(strongest([mask[s] for s in hit]), field.type_oid, direct=False, key=key)
-            )
+            function = strongest([mask[s] for s in hit])
+            masks.append(value_mask(function, field.type_oid, direct=direct, key=key))
             masked.extend(hit)
         else:
             masks.append(None)

@@ -53,6 +53,7 @@ FORWARDED_PARAMETERS = frozenset(
 NEWEST_MINOR_VERSION = 0
 CATALOG_TTL_S = 60.0
 CATALOG_RETRY_S = 5.0
+BASE_RELATION_KINDS = frozenset({"table", "partitioned_table", "foreign_table"})
 FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
 
@@ -726,6 +727,9 @@ def _column_namer(catalog: Catalog | None) -> Callable[[int, int], str | None]:
         if found is None:
             return None
         relation, column = found
+        if relation.kind not in BASE_RELATION_KINDS:
+            # A view's column: masks name base columns, so let lineage decide.
+            return None
         return f"{relation.schema}.{relation.name}.{column.name}"
 
     return name

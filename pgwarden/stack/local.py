@@ -62,7 +62,7 @@ class Stack:
         (self.state_dir / "stack.json").unlink(missing_ok=True)
 
 
-def start(state_dir: Path, *, proxy_port: int | None = None) -> Stack:
+def start(state_dir: Path, *, proxy_port: int | None = None, policies: Path = POLICIES) -> Stack:
     """Start everything; return when every part answers. On failure nothing is left
     running."""
     state_dir.mkdir(parents=True, exist_ok=True)
@@ -80,7 +80,7 @@ def start(state_dir: Path, *, proxy_port: int | None = None) -> Stack:
         if not scenario.shop_exists(cluster):
             scenario.create_shop(cluster)
 
-        pdp = PdpProcess(policies=POLICIES, log_dir=state_dir / "pdp")
+        pdp = PdpProcess(policies=policies, log_dir=state_dir / "pdp")
         pdp.start()
         started.append(pdp.process)
 

@@ -4,6 +4,7 @@ harness's PostgreSQL cluster, with development tokens for the reference identiti
 from __future__ import annotations
 
 import json
+import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
@@ -11,9 +12,11 @@ from pathlib import Path
 import pytest
 
 from pgwarden.proxy.auth.dev_tokens import issue_dev_token
+from pgwarden.stack import local
 from pgwarden.stack.pgwarden_process import PgwardenProcess
 from pgwarden.stack.postgres import PostgresCluster
 from pgwarden.stack.process import free_port
+from tests.integration.stack_fixtures import stack_state_dir
 
 IDENTITIES = {
     "agent:reporting": ["analytics"],
@@ -134,3 +137,23 @@ def make_proxy(
 def proxy(make_proxy: Callable[..., ProxyUnderTest]) -> ProxyUnderTest:
     """The default proxy: development tokens, local allow-all with the test deny-list."""
     return make_proxy()
+
+
+@pytest.fixture(scope="module")
+def policy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
+    """A copy of the shipped policy pack that a test may edit."""
+    target = tmp_path_factory.mktemp("policies") / "policies"
+    shutil.copytree(local.POLICIES, target)
+    return target
+
+
+@pytest.fixture(scope="module")
+def stack(policy_copy: Path) -> Iterator[local.Stack]:
+    """The reference scenario running: PostgreSQL, PDP + OPA (a copy of the pack), proxy."""
+    base = stack_state_dir()
+    running = local.start(base / "state", policies=policy_copy)
+    try:
+        yield running
+    finally:
+        running.stop()
+        shutil.rmtree(base, ignore_errors=True)
