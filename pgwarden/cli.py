@@ -35,6 +35,8 @@ def cmd_up(args: argparse.Namespace) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     proxy = info["proxy"]
+    if not args.no_tour:
+        print(demo.show(demo.run(args.state_dir), info), flush=True)
     print(f"pgwarden is running (state in {args.state_dir}). Connect as each identity:\n")
     for subject, token in info["tokens"].items():
         print(
@@ -85,6 +87,9 @@ def build_parser() -> argparse.ArgumentParser:
         help="return once everything is ready; stop with pgwarden down",
     )
     up.add_argument("--proxy-port", type=int, default=None, help="default: a free port")
+    up.add_argument(
+        "--no-tour", action="store_true", help="do not run the demo tour once everything is up"
+    )
     up.set_defaults(func=cmd_up)
     down = sub.add_parser("down", help=cmd_down.__doc__)
     down.add_argument("--state-dir", **state_dir)  # type: ignore[arg-type]
