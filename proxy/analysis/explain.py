@@ -6,26 +6,29 @@
         "SELECT email FROM customers LIMIT 10"
 
 Without ``--dsn`` the analysis runs without a schema catalog (``*`` stays unexpanded and
-views unresolved); with ``--dsn`` (a libpq URI; needs psycopg) the catalog is loaded from
-that database first.
+views unresolved); with ``--dsn`` (``postgresql://user:password@host:port/db``) the
+catalog is loaded from that database first. With ``--pdp HOST:PORT`` (and a bearer
+token in ``$PGWARDEN_PDP_TOKEN``) each document is also sent to that PDP and printed with
+its decision.
 """
 
 from __future__ import annotations
 
 import argparse
+import asyncio
 import json
+import os
 import sys
 from collections.abc import Sequence
 from typing import Any
+from urllib.parse import unquote, urlsplit
 
 from pgwarden.proxy.analysis.analyzer import DEFAULT_SEARCH_PATH, Analyzer
-from pgwarden.proxy.analysis.catalog import (
-    CATALOG_QUERIES,
-    CATALOG_SETUP_SQL,
-    Catalog,
-    load_catalog,
-)
-from pgwarden.proxy.decision import Identity, SessionFacts
+from pgwarden.proxy.analysis.catalog import Catalog
+from pgwarden.proxy.catalog_loader import fetch_catalog
+from pgwarden.proxy.decision import Identity, SessionFacts, Statement
+from pgwarden.proxy.pdp_client import PdpClient, PdpClientConfig
+from pgwarden.proxy.upstream import UpstreamTarget
 
 
 def input_documents(
@@ -58,19 +61,55 @@ def input_documents(
 
 
 def load_catalog_from(dsn: str) -> Catalog:
-    """Load the schema catalog of the database at ``dsn`` (read-only transaction)."""
-    import psycopg  # noqa: PLC0415  (a development dependency, needed only here)
+    """Load the schema catalog of the database at ``dsn`` (a postgresql:// URI), over the
+    proxy's own protocol client, in a read-only transaction."""
+    url = urlsplit(dsn)
+    if url.scheme not in ("postgres", "postgresql") or not url.username:
+        raise SystemExit(
+            "pgwarden explain: --dsn must be postgresql://user[:password]@host[:port]/database"
+        )
+    target = UpstreamTarget(url.hostname or "127.0.0.1", url.port or 5432)
+    return asyncio.run(
+        fetch_catalog(
+            target,
+            user=unquote(url.username),
+            password=unquote(url.password or "") or None,
+            database=url.path.lstrip("/") or unquote(url.username),
+        )
+    )
 
-    with psycopg.connect(dsn, autocommit=False) as conn:
-        conn.read_only = True
-        with conn.cursor() as cur:
-            cur.execute(CATALOG_SETUP_SQL)
-            rows: dict[str, list[tuple[Any, ...]]] = {}
-            for name, query in CATALOG_QUERIES.items():
-                cur.execute(query)
-                rows[name] = list(cur.fetchall())
-        conn.rollback()
-    return load_catalog(rows)
+
+async def decide(
+    address: str,
+    token: str | None,
+    identity: Identity,
+    session: SessionFacts,
+    documents: list[dict[str, Any]],
+) -> list[dict[str, Any]]:
+    """The PDP's decision for each document (``--pdp``)."""
+    config = PdpClientConfig(
+        (address,), token=token, cache_max_entries=0, watch_revisions=False, deadline_s=5.0
+    )
+    client = await PdpClient(config, proxy_id="explain").start()
+    try:
+        statements = [Statement.of(d["statement"]) for d in documents]
+        decisions = await client.decide(identity, session, statements, in_transaction=False)
+    finally:
+        await client.close()
+    return [
+        {
+            "action": str(d.action),
+            "reasons": list(d.reasons),
+            "mask": dict(d.mask),
+            "row_limit": d.row_limit,
+            "cache_ttl_s": d.cache_ttl_s,
+            "dry_run": d.dry_run,
+            "decision_id": d.decision_id,
+            "revision": d.revision,
+            "code": d.code,
+        }
+        for d in decisions
+    ]
 
 
 def add_explain_parser(sub: Any) -> None:
@@ -92,6 +131,14 @@ def add_explain_parser(sub: Any) -> None:
         "--protocol", choices=("simple", "extended"), default="simple", help="wire protocol"
     )
     parser.add_argument("--dsn", help="load the schema catalog from this database first")
+    parser.add_argument("--pdp", metavar="HOST:PORT", help="also ask this PDP for decisions")
+    parser.add_argument(
+        "--pdp-token-env",
+        default="PGWARDEN_PDP_TOKEN",
+        metavar="VAR",
+        help="environment variable holding the bearer token for --pdp "
+        "(default: %(default)s; never on the command line)",
+    )
     parser.add_argument("sql", help="the SQL text (one or more statements)")
     parser.set_defaults(func=run)
 
@@ -119,6 +166,15 @@ def run(args: argparse.Namespace) -> int:
         search_path=args.search_path,
         protocol=args.protocol,
     )
+    if args.pdp:
+        for document, decision in zip(
+            documents,
+            asyncio.run(
+                decide(args.pdp, os.environ.get(args.pdp_token_env), identity, session, documents)
+            ),
+            strict=True,
+        ):
+            document["decision"] = decision
     output: Any = documents[0] if len(documents) == 1 else documents
     json.dump(output, sys.stdout, indent=2, ensure_ascii=False)
     sys.stdout.write("\n")

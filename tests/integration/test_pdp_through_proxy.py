@@ -7,6 +7,7 @@ import json
 import os
 import re
 import subprocess
+import sys
 from pathlib import Path
 
 import psycopg
@@ -115,3 +116,22 @@ def _refused(conn: psycopg.Connection, sql: str) -> bool:
     except errors.InsufficientPrivilege:
         return True
     return False
+
+
+def test_explain_prints_the_input_document_and_the_pdps_decision(stack: local.Stack) -> None:
+    postgres = stack.info["postgres"]
+    owner_dsn = stack.cluster.dsn("shop", login=stack.cluster.proxy_login)
+    assert postgres["port"] == stack.cluster.port
+    out = subprocess.run(
+        [sys.executable, "-m", "pgwarden", "explain", "--identity", "agent:reporting",
+         "--groups", "analytics", "--database", "shop", "--dsn", owner_dsn,
+         "--pdp", stack.pdp.address, "SELECT * FROM customer_contacts WHERE id = 1 LIMIT 1"],
+        capture_output=True, text=True, timeout=60, check=False,
+        env={**os.environ, "PGWARDEN_PDP_TOKEN": stack.pdp.token or ""})
+    assert out.returncode == 0, out.stderr
+    document = json.loads(out.stdout)
+    assert document["statement"]["star"] == ["public.customer_contacts"]
+    assert ["public.customers.email"] in [o["sources"] for o in document["statement"]["outputs"]]
+    assert document["decision"]["action"] == "allow"
+    assert document["decision"]["mask"]["public.customers.email"] == "partial_email"
+    assert re.fullmatch(r"[0-9a-f]{32}", document["decision"]["decision_id"])
