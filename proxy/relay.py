@@ -145,6 +145,17 @@ class _Denial:
     sync_seq: int  # resolved by the ReadyForQuery answering this Sync/Query number
 
 
+@dataclass(frozen=True, slots=True)
+class Refused:
+    """A statement that never reached the server: refused by the policy (``decision``)
+    or by the proxy itself (no decision: it does not parse, or bypasses inspection)."""
+
+    analysis: Analyzed | None
+    decision: Decision | None
+    sqlstate: str
+    message: str
+
+
 class Execution:
     """One statement sent to the server and what became of it: the rows and bytes the
     client received, how it ended, and the masks and row limit applied on the way."""
@@ -240,6 +251,7 @@ class RelayCore:
         column_name: Callable[[int, int], str | None] = lambda oid, attnum: None,
         mask_key: MaskKey | None = None,
         on_complete: Callable[[Execution], None] | None = None,
+        on_refused: Callable[[Refused], None] | None = None,
     ) -> None:
         self.analyzer = analyzer
         self.client = FrameBuffer(max_message_size)
@@ -247,6 +259,7 @@ class RelayCore:
         self.column_name = column_name
         self.mask_key = mask_key or MaskKey(secrets.token_bytes(32))
         self.on_complete = on_complete
+        self.on_refused = on_refused
         self.marker = "pgwarden_refused_" + secrets.token_hex(16)
         self.to_server: list[bytes] = []
         self.to_client: list[bytes] = []
@@ -336,7 +349,7 @@ class RelayCore:
                 "pgwarden: the FunctionCall protocol message is not allowed: it would "
                 "bypass statement inspection; call the function from SQL instead"
             )
-            self._refuse([], m.build_error_response(REFUSED_SQLSTATE, message), True)
+            self._refuse([], self._proxy_refusal(None, Refusal(REFUSED_SQLSTATE, message)), True)
             return None
         if type_ == b"p":
             raise m.ProtocolViolation("unexpected password message after authentication")
@@ -377,7 +390,7 @@ class RelayCore:
         analyses = self.analyzer.simple_query(query.sql)
         for a in analyses:
             if isinstance(a, Refusal):
-                self._refuse([], m.build_error_response(a.sqlstate, a.message), True)
+                self._refuse([], self._proxy_refusal(None, a), True)
                 return None
         if not analyses:  # empty query: the server answers EmptyQueryResponse
             self._send_sync(raw)
@@ -390,7 +403,7 @@ class RelayCore:
         for statement, decision in zip(statements, decisions, strict=True):
             refused = decision if not decision.permits else self._unmaskable(statement, decision)
             if refused is not None:
-                self._refuse([], refusal_error(refused), True)
+                self._refuse([], self._policy_refusal(statement, refused), True)
                 return
         self.to_server.append(pending.raw)
         for statement, decision in zip(statements, decisions, strict=True):
@@ -465,14 +478,14 @@ class RelayCore:
         for execution in batch.executions:
             analysis = execution.analysis
             if isinstance(analysis, Refusal):
-                error = m.build_error_response(analysis.sqlstate, analysis.message)
+                error = self._proxy_refusal(None, analysis)
             else:
                 decision = next(answers)
                 refused = decision if not decision.permits else self._unmaskable(analysis, decision)
                 if refused is None:
                     allowed[execution.index] = (analysis, decision)
                     continue
-                error = refusal_error(refused)
+                error = self._policy_refusal(analysis, refused)
             self._forward(batch, batch.messages[: execution.origin], allowed)
             self._refuse([], error, batch.ends_with_sync)
             return
@@ -507,6 +520,20 @@ class RelayCore:
             self.to_server.append(raw)
 
     # Refusal --------------------------------------------------------------------------------
+
+    def _policy_refusal(self, analysis: Analyzed, decision: Decision) -> bytes:
+        """(B) The client's ErrorResponse for a refused decision; the refusal is reported."""
+        if self.on_refused is not None:
+            self.on_refused(
+                Refused(analysis, decision, REFUSED_SQLSTATE, decision.refusal_message())
+            )
+        return refusal_error(decision)
+
+    def _proxy_refusal(self, analysis: Analyzed | None, refusal: Refusal) -> bytes:
+        """(B) The client's ErrorResponse for the proxy's own refusal; it is reported."""
+        if self.on_refused is not None:
+            self.on_refused(Refused(analysis, None, refusal.sqlstate, refusal.message))
+        return m.build_error_response(refusal.sqlstate, refusal.message)
 
     def _refuse(self, prefix: list[bytes], error: bytes, ends_with_sync: bool) -> None:
         """Send ``prefix``, then make the server fail in place of the refused statement."""

@@ -10,7 +10,14 @@ from pgwarden.proxy.decision import Action, Decision, Statement
 from pgwarden.proxy.masking import MaskKey
 from pgwarden.proxy.protocol import messages as m
 from pgwarden.proxy.protocol.framing import FrameBuffer
-from pgwarden.proxy.relay import Analysis, DecisionRequest, Execution, Refusal, RelayCore
+from pgwarden.proxy.relay import (
+    Analysis,
+    DecisionRequest,
+    Execution,
+    Refusal,
+    Refused,
+    RelayCore,
+)
 
 
 @dataclass(frozen=True)
@@ -427,3 +434,19 @@ def test_executions_after_an_error_are_skipped() -> None:
         m.build_error_response("22012", "division by zero") + m.build_ready_for_query("I")
     )
     assert [(e.status, e.sqlstate) for e in p.completed] == [("failed", "22012"), ("skipped", "")]
+
+
+def test_refusals_are_reported_with_their_decision_or_the_proxys_reason() -> None:
+    refused: list[Refused] = []
+    relay = RelayCore(WordAnalyzer(), max_message_size=1 << 20, on_refused=refused.append)
+    run(relay, m.build_query("select secret") + m.build_query("BAD sql"))
+    policy, proxy_own = refused
+    assert policy.decision is not None
+    assert (policy.decision.decision_id, policy.sqlstate) == ("id-0", "42501")
+    assert policy.analysis is not None
+    assert policy.analysis.statement.facts == {"sql": "select secret"}
+    assert (proxy_own.decision, proxy_own.sqlstate, proxy_own.message) == (
+        None,
+        "42601",
+        "syntax error",
+    )
