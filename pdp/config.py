@@ -27,6 +27,12 @@ watch_interval_ms = 200         # how often the policy directory (or external OP
 restart_backoff_ms = 100        # supervised: first restart delay after a crash (doubles)
 restart_backoff_max_ms = 5000
 gogc = 400                      # supervised: OPA's GOGC (fewer Go collections, steadier p99)
+
+[audit]                         # optional: the audit store (docs/audit.md)
+store = "jsonl"                 # or "postgres" (dsn / dsn_env, table)
+path = "audit.jsonl"
+fsync = "batch"                 # "always" | "batch" | "interval"
+replica_id = "pdp-a"            # this replica's hash chain (default: the host name)
 ```
 Relative paths are relative to the config file's directory.
 """
@@ -37,6 +43,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgwarden.config import ConfigError, Section, load_toml
+from pgwarden.pdp.audit.config import AuditStoreConfig, parse_audit_section
 
 
 @dataclass(frozen=True)
@@ -74,6 +81,7 @@ class PdpConfig:
     auth: AuthConfig = field(default_factory=AuthConfig)
     opa: OpaConfig = field(default_factory=OpaConfig)
     source: str = ""
+    audit: AuditStoreConfig = field(default_factory=AuditStoreConfig)
 
 
 def _address(section: Section, name: str, default: str | None) -> str | None:
@@ -161,6 +169,7 @@ def _opa(section: Section, base: Path) -> OpaConfig:
 def parse_config(data: dict[str, object], *, source: str, base: Path) -> PdpConfig:
     root = Section(data, source=source)
     pdp = root.section("pdp", required=True)
+    audit = parse_audit_section(root.section("audit"), base)
     root.reject_unknown()
     listen = _address(pdp, "listen", "127.0.0.1:50051")
     assert listen is not None
@@ -172,7 +181,7 @@ def parse_config(data: dict[str, object], *, source: str, base: Path) -> PdpConf
     auth = _auth(pdp.section("auth", required=True), base)
     opa = _opa(pdp.section("opa", required=True), base)
     pdp.reject_unknown()
-    return PdpConfig(listen, grace_s, dry_run, http_listen, auth, opa, source)
+    return PdpConfig(listen, grace_s, dry_run, http_listen, auth, opa, source, audit)
 
 
 def load_config(path: Path) -> PdpConfig:

@@ -25,6 +25,8 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pgwarden.config import ConfigError
+from pgwarden.pdp.audit.records import record_document
+from pgwarden.pdp.audit.store import AuditStoreError, AuditWriter, open_store
 from pgwarden.pdp.config import AuthConfig, PdpConfig, load_config
 from pgwarden.pdp.evaluation import Evaluator
 from pgwarden.pdp.log import log_event
@@ -81,7 +83,25 @@ class PdpMetrics:
     )
     executions: Counter = field(
         default_factory=lambda: Counter(
-            "pgwarden_pdp_executions_reported_total", "Execution reports received."
+            "pgwarden_pdp_executions_reported_total", "Audit records received from proxies."
+        )
+    )
+    audit_records: Counter = field(
+        default_factory=lambda: Counter(
+            "pgwarden_pdp_audit_records_total",
+            "Audit records made durable (stored) or already held (duplicate: a replay).",
+            ("result",),
+        )
+    )
+    audit_failures: Counter = field(
+        default_factory=lambda: Counter(
+            "pgwarden_pdp_audit_store_failures_total",
+            "Report calls refused because the audit store could not make records durable.",
+        )
+    )
+    audit_seconds: Histogram = field(
+        default_factory=lambda: Histogram(
+            "pgwarden_pdp_audit_write_seconds", "Time to make one reported batch durable."
         )
     )
     unauthenticated: Counter = field(
@@ -125,6 +145,9 @@ class PdpMetrics:
                 self.opa_seconds,
                 self.batch_size,
                 self.executions,
+                self.audit_records,
+                self.audit_failures,
+                self.audit_seconds,
                 self.unauthenticated,
                 self.revision,
                 self.revision_changes,
@@ -138,12 +161,19 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     """Request → input documents → OPA → validated decisions with ids and revision."""
 
     def __init__(
-        self, evaluator: Evaluator, feed: RevisionFeed, metrics: PdpMetrics, *, dry_run: bool
+        self,
+        evaluator: Evaluator,
+        feed: RevisionFeed,
+        metrics: PdpMetrics,
+        *,
+        dry_run: bool,
+        audit: AuditWriter | None = None,
     ) -> None:
         self.evaluator = evaluator
         self.feed = feed
         self.metrics = metrics
         self.dry_run = dry_run
+        self.audit = audit
 
     async def OpenSession(
         self, request: pb.OpenSessionRequest, context: grpc.aio.ServicerContext
@@ -218,23 +248,34 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         request_iterator: AsyncIterator[pb.ReportExecutionsRequest],
         context: grpc.aio.ServicerContext,
     ) -> pb.ReportExecutionsResponse:
-        # The audit trail (a separate issue) consumes these; until then they are logged.
-        accepted = 0
+        """Make every batch of audit records durable (chained, idempotent by record id);
+        answer only then. A store failure fails the call: nothing is acknowledged, the
+        proxy keeps the records in its spool and sends them again."""
+        accepted = duplicates = 0
         async for batch in request_iterator:
-            for execution in batch.executions:
-                log_event(
-                    "execution",
-                    decision_id=execution.decision_id,
-                    session_id=execution.session_id,
-                    rows=execution.rows,
-                    bytes_sent=execution.bytes_sent,
-                    duration_us=execution.duration_us,
-                    sqlstate=execution.sqlstate,
-                    row_limit_reached=execution.row_limit_reached,
+            if not batch.records:
+                continue
+            documents = [record_document(r) for r in batch.records]
+            self.metrics.executions.inc(amount=len(documents))
+            started = time.perf_counter()
+            try:
+                if self.audit is None:
+                    raise AuditStoreError("no audit store")
+                stored = await self.audit.write(documents)
+            except AuditStoreError as exc:
+                self.metrics.audit_failures.inc()
+                log_event("audit_report_refused", level="error", error=str(exc))
+                await context.abort(
+                    grpc.StatusCode.UNAVAILABLE,
+                    "pgwarden PDP: the audit store cannot make records durable [audit_unavailable]",
                 )
-            accepted += len(batch.executions)
-            self.metrics.executions.inc(amount=len(batch.executions))
-        return pb.ReportExecutionsResponse(accepted=accepted)
+                raise  # abort raises; this keeps type checkers sure nothing falls through
+            self.metrics.audit_seconds.observe(time.perf_counter() - started)
+            self.metrics.audit_records.inc("stored", amount=stored)
+            self.metrics.audit_records.inc("duplicate", amount=len(documents) - stored)
+            accepted += len(documents)
+            duplicates += len(documents) - stored
+        return pb.ReportExecutionsResponse(accepted=accepted, duplicates=duplicates)
 
     async def WatchRevisions(
         self, request: pb.WatchRevisionsRequest, context: grpc.aio.ServicerContext
@@ -333,8 +374,11 @@ class Pdp:
         )
         self.health = health.aio.HealthServicer()
         self.server = grpc.aio.server(interceptors=[AuthInterceptor(config.auth, self.metrics)])
+        self.audit = AuditWriter(
+            open_store(config.audit), max_batch_records=config.audit.max_batch_records
+        )
         self.servicer = DecisionServicer(
-            self.evaluator, self.feed, self.metrics, dry_run=config.dry_run
+            self.evaluator, self.feed, self.metrics, dry_run=config.dry_run, audit=self.audit
         )
         self.port = 0
         self.ready = False
@@ -343,6 +387,7 @@ class Pdp:
 
     async def start(self) -> None:
         await self._set_serving(False)
+        await self.audit.start()  # recover the store (torn tail, chain head) before serving
         await self.opa.start()
         pb_grpc.add_DecisionServiceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
@@ -410,6 +455,7 @@ class Pdp:
                 await task
         if self._http is not None:
             await self._http.cleanup()
+        await self.audit.close()
         await self.opa.stop()
         log_event("stopped")
 

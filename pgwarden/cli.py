@@ -107,6 +107,9 @@ def build_parser() -> argparse.ArgumentParser:
     from pgwarden.proxy.analysis.explain import add_explain_parser  # noqa: PLC0415
 
     add_explain_parser(sub)  # pgwarden explain --identity SUBJECT "SQL"
+    from pgwarden.pdp.audit.cli import add_command as add_audit_command  # noqa: PLC0415
+
+    add_audit_command(sub)  # pgwarden audit tail|query|verify
     return parser
 
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 
 from pgwarden.config import ConfigError, Section, load_toml
+from pgwarden.proxy.audit import AuditConfig
 from pgwarden.proxy.auth.config import AuthConfig
 from pgwarden.proxy.masking import MASK_FUNCTIONS
 from pgwarden.proxy.pdp_client import PdpClientConfig
@@ -31,6 +32,7 @@ class LocalDecisions:
     """``[decision] mode = "local"``: in-process allow-all with a deny-list (tests, dev)."""
 
     upstream_role: str
+    audit_file: Path
     deny: tuple[str, ...] = ()
     mask: Mapping[str, str] = field(default_factory=dict)
     row_limit: int | None = None
@@ -56,6 +58,7 @@ class ProxyConfig:
     idle_timeout_s: float = 0.0
     shutdown_grace_s: float = 30.0
     mask_hash_key: bytes | None = None
+    audit: AuditConfig | None = None
 
     @classmethod
     def load(cls, path: Path) -> ProxyConfig:
@@ -123,7 +126,7 @@ class ProxyConfig:
         mode = dec.get("mode", str, required=True)
         decisions: LocalDecisions | PdpClientConfig
         if mode == "local":
-            decisions = _local_decisions(dec, roles)
+            decisions = _local_decisions(dec, roles, base)
         elif mode == "pdp":
             decisions = PdpClientConfig.from_section(
                 dec.section("pdp", required=True), base_dir=base
@@ -131,6 +134,7 @@ class ProxyConfig:
         else:
             raise dec.error("mode", f"unknown mode {mode!r} (expected 'local' or 'pdp')")
         dec.reject_unknown()
+        audit = AuditConfig.from_section(root.section("audit"), base_dir=base)
         root.reject_unknown()
 
         return cls(
@@ -150,6 +154,7 @@ class ProxyConfig:
             idle_timeout_s=idle_timeout,
             shutdown_grace_s=grace,
             mask_hash_key=mask_key,
+            audit=audit,
         )
 
 
@@ -204,8 +209,9 @@ def _roles(section: Section) -> dict[str, str | None]:
     return roles
 
 
-def _local_decisions(dec: Section, roles: Mapping[str, str | None]) -> LocalDecisions:
+def _local_decisions(dec: Section, roles: Mapping[str, str | None], base: Path) -> LocalDecisions:
     role = dec.get("upstream_role", str, required=True)
+    audit_file = base / dec.get("audit_file", str, "audit.jsonl")
     if role not in roles:
         raise dec.error("upstream_role", f"role {role!r} has no [upstream.roles] entry")
     deny = dec.get("deny", list, [])
@@ -221,4 +227,4 @@ def _local_decisions(dec: Section, roles: Mapping[str, str | None]) -> LocalDeci
     row_limit = dec.optional("row_limit", int)
     if row_limit is not None and row_limit < 0:
         raise dec.error("row_limit", "must be >= 0")
-    return LocalDecisions(role, tuple(deny), mask, row_limit)
+    return LocalDecisions(role, audit_file, tuple(deny), mask, row_limit)

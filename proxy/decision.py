@@ -34,6 +34,7 @@ class DecisionCode(StrEnum):
     OPA_TIMEOUT = "opa_timeout"
     INVALID_DECISION = "invalid_decision"
     ANALYSIS_FAILED = "analysis_failed"
+    AUDIT_UNAVAILABLE = "audit_unavailable"
     PDP_UNAUTHENTICATED = "pdp_unauthenticated"
 
 

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import argparse
 import asyncio
+import functools
 import json
 import logging
 import signal
@@ -15,6 +16,7 @@ from typing import Any
 import uvloop
 
 from pgwarden.config import ConfigError
+from pgwarden.proxy.audit import AuditReporter, LocalAuditStore
 from pgwarden.proxy.auth.agent import AgentAuthenticator
 from pgwarden.proxy.config import LocalDecisions, ProxyConfig
 from pgwarden.proxy.decision import LocalDecisionPoint
@@ -47,16 +49,25 @@ def configure_logging(level: int = logging.INFO) -> None:
 
 
 async def serve(config: ProxyConfig) -> None:
+    assert config.audit is not None
     authenticator = AgentAuthenticator(config.auth)
     decisions: LocalDecisionPoint | PdpClient
+    store: LocalAuditStore | None = None
     if isinstance(config.decisions, LocalDecisions):
         local = config.decisions
         decisions = LocalDecisionPoint(
             local.upstream_role, local.deny, mask=local.mask, row_limit=local.row_limit
         )
+        # Without a PDP the proxy keeps the chained audit file itself.
+        store = await LocalAuditStore(local.audit_file, replica_id=config.proxy_id).start()
+        send = store.send
     else:
         decisions = await PdpClient(config.decisions, proxy_id=config.proxy_id).start()
-    server = ProxyServer(config, authenticator=authenticator, decision_point=decisions)
+        send = functools.partial(
+            decisions.report_executions, timeout_s=config.audit.report_timeout_s
+        )
+    audit = await AuditReporter(config.audit, send, proxy_id=config.proxy_id).start()
+    server = ProxyServer(config, authenticator=authenticator, decision_point=decisions, audit=audit)
     await authenticator.warm_up()
     await server.start()
     stop = asyncio.Event()
@@ -67,9 +78,12 @@ async def serve(config: ProxyConfig) -> None:
     await stop.wait()
     logging.getLogger("pgwarden.proxy").info("shutting down", extra={"event": "shutdown"})
     await server.shutdown()
+    await audit.close(timeout_s=config.shutdown_grace_s or 5.0)
     await authenticator.close()
     if isinstance(decisions, PdpClient):
         await decisions.close()
+    if store is not None:
+        await store.close()
 
 
 def cmd_proxy(args: argparse.Namespace) -> int:

@@ -346,22 +346,28 @@ class PdpClient:
         fresh = iter(await self._decide_remote(memo, session_key, missing, in_transaction))
         return [h if h is not None else next(fresh) for h in hits]
 
-    async def report_executions(self, executions: Sequence[pb.Execution]) -> int:
-        """Send a batch of execution reports (rows, bytes, duration, SQLSTATE per decision
-        id) on one ``ReportExecutions`` stream; returns how many the PDP accepted, 0 when
-        it could not be reached (the caller keeps the batch and retries). Never raises."""
-        if not executions:
+    async def report_executions(
+        self, records: Sequence[pb.AuditRecord], *, timeout_s: float | None = None
+    ) -> int:
+        """Send a batch of audit records on one ``ReportExecutions`` stream; returns how
+        many the PDP made durable (all of them), or 0 when it could not be reached or its
+        audit store failed: the caller keeps the batch and sends it again (records are
+        idempotent by ``record_id``). ``timeout_s`` replaces the decision deadline (a
+        store may take longer than a decision). Never raises."""
+        if not records:
             return 0
 
         async def batches() -> Any:
-            yield pb.ReportExecutionsRequest(executions=executions)
+            yield pb.ReportExecutionsRequest(records=records)
 
         try:
-            response, _ = await self._call("ReportExecutions", batches, stream=True)
+            response, _ = await self._call(
+                "ReportExecutions", batches, stream=True, deadline_s=timeout_s
+            )
         except PdpError:
             return 0
         accepted: int = response.accepted
-        return accepted
+        return accepted if accepted == len(records) else 0
 
     # -- internals ---------------------------------------------------------------------
 
@@ -461,11 +467,13 @@ class PdpClient:
             for _ in range(count)
         ]
 
-    async def _call(self, method: str, request: Any, *, stream: bool = False) -> tuple[Any, Any]:
+    async def _call(
+        self, method: str, request: Any, *, stream: bool = False, deadline_s: float | None = None
+    ) -> tuple[Any, Any]:
         """Call ``method`` on the preferred endpoint, failing over on UNAVAILABLE, all
-        within one deadline; raise PdpError."""
+        within one deadline (``deadline_s``, default the config's); raise PdpError."""
         loop = asyncio.get_running_loop()
-        deadline = loop.time() + self.config.deadline_s
+        deadline = loop.time() + (deadline_s or self.config.deadline_s)
         count = len(self._endpoints)
         error = PdpError(DecisionCode.PDP_UNAVAILABLE)
         self.pdp_calls += 1

@@ -17,15 +17,24 @@ from typing import Any, Protocol, cast
 
 from pgwarden.proxy.analysis import AnalyzedStatement, Analyzer, Catalog, CatalogTooLarge
 from pgwarden.proxy.analysis.analyzer import DEFAULT_SEARCH_PATH
+from pgwarden.proxy.audit import AuditReporter
 from pgwarden.proxy.auth.errors import AuthError
 from pgwarden.proxy.catalog_loader import fetch_catalog
 from pgwarden.proxy.config import ProxyConfig
-from pgwarden.proxy.decision import DecisionPoint, Identity, SessionFacts
+from pgwarden.proxy.decision import (
+    Action,
+    Decision,
+    DecisionCode,
+    DecisionPoint,
+    Identity,
+    SessionFacts,
+    new_decision_id,
+)
 from pgwarden.proxy.masking import MaskKey
 from pgwarden.proxy.protocol import messages as m
 from pgwarden.proxy.protocol.framing import FrameBuffer
-from pgwarden.proxy.relay import DecisionRequest, Execution, RelayCore
-from pgwarden.proxy.statements import SessionStatements
+from pgwarden.proxy.relay import DecisionRequest, Execution, Refused, RelayCore
+from pgwarden.proxy.statements import SYNTAX_ERROR, SessionStatements
 from pgwarden.proxy.upstream import UpstreamError, UpstreamProtocol, connect_upstream
 
 log = logging.getLogger("pgwarden.proxy")
@@ -92,9 +101,11 @@ class ProxyServer:
         *,
         authenticator: Authenticator,
         decision_point: DecisionPoint,
+        audit: AuditReporter,
     ) -> None:
         self.config = config
         self.authenticator = authenticator
+        self.audit = audit
         self.decision_point = decision_point
         # One memoizing analyzer per upstream database, fed that database's catalog.
         self.analyzers: dict[str, Analyzer] = {}
@@ -264,6 +275,8 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._paused_for_decision = False
         self._paused_for_upstream = False
+        self._admitted = False
+        self._audit_required = self.config.audit is None or self.config.audit.required
 
     # -- phases ----------------------------------------------------------------------------
 
@@ -324,6 +337,9 @@ class ClientConnection(asyncio.Protocol):
         if self.upstream is not None and not self.upstream.is_closing():
             self.upstream.write(m.build_terminate())
             self.upstream.close()
+        if self._admitted and self.identity is not None and self.facts is not None:
+            reason = "client closed" if exc is None else f"connection lost: {exc}"
+            self.server.audit.session_closed(self.identity, self.facts, {"reason": reason})
         self.server.removed(self)
 
     def pause_writing(self) -> None:
@@ -506,6 +522,14 @@ class ClientConnection(asyncio.Protocol):
                     **exc.context,
                 },
             )
+            self.server.audit.auth_refused(
+                self.peer,
+                exc.code,
+                exc.sqlstate,
+                exc.context,
+                session_id=self.session_id,
+                database=self.parameters.get("database", ""),
+            )
             self.fatal(exc.sqlstate, exc.message)
             return
         self.identity = identity
@@ -520,6 +544,8 @@ class ClientConnection(asyncio.Protocol):
         )
         self.facts = facts
         grant = await self.server.decision_point.open_session(identity, facts)
+        self.server.audit.session_opened(identity, facts, grant)
+        self._admitted = grant.allowed
         if not grant.allowed:
             reasons = "; ".join(grant.reasons) or "no policy admits this identity"
             self.fatal(
@@ -573,6 +599,7 @@ class ClientConnection(asyncio.Protocol):
             column_name=_column_namer(catalog),
             mask_key=self.server.mask_key,
             on_complete=self._executed,
+            on_refused=self._refused,
         )
         relay.tx_status = info.tx_status
         self.relay = relay
@@ -653,7 +680,24 @@ class ClientConnection(asyncio.Protocol):
         else:
             self.transport.resume_reading()
 
+    def _refused(self, refused: Refused) -> None:
+        assert self.identity is not None
+        assert self.facts is not None
+        decision = refused.decision
+        if decision is None:  # the proxy's own refusal: say why, without the SQL's text
+            reason = (
+                "the statement does not parse"
+                if refused.sqlstate == SYNTAX_ERROR
+                else refused.message
+            )
+            decision = Decision(Action.DENY, (reason,), new_decision_id(), code="proxy_refused")
+        facts = refused.analysis.statement.facts if refused.analysis is not None else None
+        self.server.audit.refusal(self.identity, self.facts, decision, facts)
+
     def _executed(self, execution: Execution) -> None:
+        assert self.identity is not None
+        assert self.facts is not None
+        self.server.audit.statement(self.identity, self.facts, execution)
         analysis = execution.analysis
         if (
             execution.status == "complete"
@@ -691,6 +735,9 @@ class ClientConnection(asyncio.Protocol):
             decisions = point.decide_now(
                 identity, facts, request.statements, in_transaction=relay.in_transaction
             )
+            if self._audit_required and not self.server.audit.durable_ok:
+                # Nothing runs that the audit trail could not record (fail closed).
+                decisions = [_audit_unavailable() for _ in request.statements]
             if decisions is None:
                 self._paused_for_decision = True
                 self._update_client_reading()
@@ -708,6 +755,8 @@ class ClientConnection(asyncio.Protocol):
             decisions = await self.server.decision_point.decide(
                 identity, facts, request.statements, in_transaction=relay.in_transaction
             )
+            if self._audit_required and not self.server.audit.durable_ok:
+                decisions = [_audit_unavailable() for _ in request.statements]
             self._paused_for_decision = False
             self._update_client_reading()
             next_request = relay.resolve(decisions)
@@ -715,6 +764,15 @@ class ClientConnection(asyncio.Protocol):
             self._decide(next_request)
         except m.ProtocolViolation as exc:
             self.fatal("08P01", f"protocol violation: {exc}")
+
+
+def _audit_unavailable() -> Decision:
+    return Decision(
+        Action.DENY,
+        ("the audit trail cannot record statements right now",),
+        new_decision_id(),
+        code=DecisionCode.AUDIT_UNAVAILABLE,
+    )
 
 
 def _column_namer(catalog: Catalog | None) -> Callable[[int, int], str | None]:

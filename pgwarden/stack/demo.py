@@ -5,13 +5,15 @@ from __future__ import annotations
 
 import json
 import os
+import re
 import subprocess
+import sys
 from dataclasses import asdict, dataclass
 from pathlib import Path
 from typing import Any
 
 from pgwarden.stack.postgres import find_bindir
-from pgwarden.stack.process import StackError
+from pgwarden.stack.process import StackError, poll_until
 
 
 @dataclass
@@ -70,6 +72,10 @@ def load_stack(state_dir: Path) -> dict[str, Any]:
     return info
 
 
+AUDIT_TIMEOUT_S = 15.0
+DECISION_ID = re.compile(r"decision_id=([0-9a-f]{32})")
+
+
 def run(state_dir: Path) -> list[Step]:
     info = load_stack(state_dir)
     proxy = info["proxy"]
@@ -100,7 +106,53 @@ def run(state_dir: Path) -> list[Step]:
         step.output = "\n".join(lines[:12] + (["..."] if len(lines) > 12 else []))
         step.ok = step.expect in text
         steps.append(step)
+    steps += audit_steps(info, steps)
     return steps
+
+
+def audit_steps(info: dict[str, Any], steps: list[Step]) -> list[Step]:
+    """The audit trail's records of the tour, and its hash chain checked."""
+    audit_file = Path(info["audit"]["file"])
+    wanted = {m for s in steps for m in DECISION_ID.findall(s.output)}
+
+    def recorded() -> bool:
+        try:
+            text = audit_file.read_text()
+        except FileNotFoundError:
+            return False
+        return all(decision_id in text for decision_id in wanted)
+
+    poll_until(recorded, timeout_s=AUDIT_TIMEOUT_S, what="the tour's audit records")
+    pgwarden = [sys.executable, "-m", "pgwarden", "audit"]
+    out = []
+    for title, args, expect in (
+        (
+            "The audit trail of all of it (newest last)",
+            ["tail", "--file", str(audit_file), "-n", str(2 * len(steps) + 4)],
+            "refusal",
+        ),
+        (
+            "Nobody edited it: the hash chain is intact",
+            ["verify", "--file", str(audit_file)],
+            "every link intact",
+        ),
+    ):
+        done = subprocess.run(
+            [*pgwarden, *args], capture_output=True, text=True, timeout=60, check=False
+        )
+        text = (done.stdout + done.stderr).rstrip()
+        out.append(
+            Step(
+                title,
+                "",
+                "",
+                expect,
+                command="pgwarden audit " + " ".join(args),
+                output=text,
+                ok=done.returncode == 0 and expect in text,
+            )
+        )
+    return out
 
 
 def show(steps: list[Step], info: dict[str, Any]) -> str:
@@ -108,5 +160,7 @@ def show(steps: list[Step], info: dict[str, Any]) -> str:
     for number, step in enumerate(steps, 1):
         mark = "ok" if step.ok else "UNEXPECTED"
         out += [f"== {number}. {step.title} [{mark}]", f"$ {step.command}", step.output, ""]
-    out.append(f"Every decision above is in the PDP's log: {info['pdp']['log']}")
+    out.append(
+        f"Decisions are logged in {info['pdp']['log']}; the audit trail is {info['audit']['file']}"
+    )
     return "\n".join(out)

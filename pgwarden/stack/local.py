@@ -123,7 +123,7 @@ def start(state_dir: Path, *, proxy_port: int | None = None, policies: Path = PO
             "port": cluster.port,
             "socket_dir": str(cluster.socket_dir),
         },
-        "audit": {"pdp_log": str(pdp.log_path)},
+        "audit": {"file": str(pdp.log_dir / "audit.jsonl"), "pdp_log": str(pdp.log_path)},
         "tokens": tokens,
         "pids": {"proxy": proxy.pid, "pdp": pdp.process.pid, "postgres": cluster.server.pid},
     }

@@ -66,6 +66,36 @@ ACTION_DENY: Action.ValueType  # 2
 ACTION_REQUIRE_APPROVAL: Action.ValueType  # 3
 Global___Action: _TypeAlias = Action  # noqa: Y015
 
+class _AuditKind:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _AuditKindEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_AuditKind.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    AUDIT_KIND_UNSPECIFIED: _AuditKind.ValueType  # 0
+    AUDIT_KIND_STATEMENT: _AuditKind.ValueType  # 1
+    """A statement that ran (or was passed on to the server), with its outcome."""
+    AUDIT_KIND_REFUSAL: _AuditKind.ValueType  # 2
+    """A statement refused by the policy, the PDP or the proxy; it never reached the server."""
+    AUDIT_KIND_SESSION_OPEN: _AuditKind.ValueType  # 3
+    AUDIT_KIND_SESSION_CLOSE: _AuditKind.ValueType  # 4
+    AUDIT_KIND_AUTH_REFUSED: _AuditKind.ValueType  # 5
+    """A client whose credential was refused (the token itself is never recorded)."""
+
+class AuditKind(_AuditKind, metaclass=_AuditKindEnumTypeWrapper):
+    """AuditKind says what an audit record is about."""
+
+AUDIT_KIND_UNSPECIFIED: AuditKind.ValueType  # 0
+AUDIT_KIND_STATEMENT: AuditKind.ValueType  # 1
+"""A statement that ran (or was passed on to the server), with its outcome."""
+AUDIT_KIND_REFUSAL: AuditKind.ValueType  # 2
+"""A statement refused by the policy, the PDP or the proxy; it never reached the server."""
+AUDIT_KIND_SESSION_OPEN: AuditKind.ValueType  # 3
+AUDIT_KIND_SESSION_CLOSE: AuditKind.ValueType  # 4
+AUDIT_KIND_AUTH_REFUSED: AuditKind.ValueType  # 5
+"""A client whose credential was refused (the token itself is never recorded)."""
+Global___AuditKind: _TypeAlias = AuditKind  # noqa: Y015
+
 @_typing.final
 class Identity(_message.Message):
     """Identity is what the verified token or client certificate says, never the startup packet."""
@@ -604,22 +634,140 @@ class DecideResponse(_message.Message):
 Global___DecideResponse: _TypeAlias = DecideResponse  # noqa: Y015
 
 @_typing.final
-class Execution(_message.Message):
-    """Execution is the outcome of one decided statement."""
+class AuditStatement(_message.Message):
+    """AuditStatement is what the audit trail keeps of a statement: never literal values
+    unless the proxy's `[audit] store_sql_literals` says so (then `sql_has_literals`).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
+    FINGERPRINT_FIELD_NUMBER: _builtins.int
+    SQL_FIELD_NUMBER: _builtins.int
+    SQL_HAS_LITERALS_FIELD_NUMBER: _builtins.int
+    COMMAND_FIELD_NUMBER: _builtins.int
+    PROTOCOL_FIELD_NUMBER: _builtins.int
+    RELATIONS_FIELD_NUMBER: _builtins.int
+    fingerprint: _builtins.str
+    sql: _builtins.str
+    """The normalized SQL (literals replaced by $n), or the statement's text with literals."""
+    sql_has_literals: _builtins.bool
+    command: _builtins.str
+    protocol: _builtins.str
+    """"simple" or "extended"."""
+    @_builtins.property
+    def relations(self) -> _containers.RepeatedCompositeFieldContainer[Global___Relation]: ...
+    def __init__(
+        self,
+        *,
+        fingerprint: _builtins.str = ...,
+        sql: _builtins.str = ...,
+        sql_has_literals: _builtins.bool = ...,
+        command: _builtins.str = ...,
+        protocol: _builtins.str = ...,
+        relations: _abc.Iterable[Global___Relation] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["command", b"command", "fingerprint", b"fingerprint", "protocol", b"protocol", "relations", b"relations", "sql", b"sql", "sql_has_literals", b"sql_has_literals"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditStatement: _TypeAlias = AuditStatement  # noqa: Y015
+
+@_typing.final
+class AuditDecision(_message.Message):
+    """AuditDecision is the decision a statement was run or refused under."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class MaskEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
     DECISION_ID_FIELD_NUMBER: _builtins.int
-    SESSION_ID_FIELD_NUMBER: _builtins.int
+    ACTION_FIELD_NUMBER: _builtins.int
+    REASONS_FIELD_NUMBER: _builtins.int
+    MASK_FIELD_NUMBER: _builtins.int
+    ROW_LIMIT_FIELD_NUMBER: _builtins.int
+    DRY_RUN_FIELD_NUMBER: _builtins.int
+    REVISION_FIELD_NUMBER: _builtins.int
+    CODE_FIELD_NUMBER: _builtins.int
+    CACHED_FIELD_NUMBER: _builtins.int
+    decision_id: _builtins.str
+    action: Global___Action.ValueType
+    row_limit: _builtins.int
+    dry_run: _builtins.bool
+    revision: _builtins.str
+    code: _builtins.str
+    """Why the PDP or the proxy refused on its own ("pdp_unavailable", ...); empty otherwise."""
+    cached: _builtins.bool
+    """True when the decision came from the proxy's decision cache."""
+    @_builtins.property
+    def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
+    @_builtins.property
+    def mask(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """Column ("schema.relation.column") to mask function."""
+
+    def __init__(
+        self,
+        *,
+        decision_id: _builtins.str = ...,
+        action: Global___Action.ValueType = ...,
+        reasons: _abc.Iterable[_builtins.str] | None = ...,
+        mask: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+        row_limit: _builtins.int | None = ...,
+        dry_run: _builtins.bool = ...,
+        revision: _builtins.str = ...,
+        code: _builtins.str = ...,
+        cached: _builtins.bool = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit", "row_limit", b"row_limit"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit", "action", b"action", "cached", b"cached", "code", b"code", "decision_id", b"decision_id", "dry_run", b"dry_run", "mask", b"mask", "reasons", b"reasons", "revision", b"revision", "row_limit", b"row_limit"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    _WhichOneofReturnType__row_limit: _TypeAlias = _typing.Literal["row_limit"]  # noqa: Y015
+    _WhichOneofArgType__row_limit: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__row_limit) -> _WhichOneofReturnType__row_limit | None: ...
+
+Global___AuditDecision: _TypeAlias = AuditDecision  # noqa: Y015
+
+@_typing.final
+class AuditOutcome(_message.Message):
+    """AuditOutcome is what became of a statement that went to the server."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    STATUS_FIELD_NUMBER: _builtins.int
     ROWS_FIELD_NUMBER: _builtins.int
+    ROWS_AFFECTED_FIELD_NUMBER: _builtins.int
     BYTES_SENT_FIELD_NUMBER: _builtins.int
     DURATION_US_FIELD_NUMBER: _builtins.int
     SQLSTATE_FIELD_NUMBER: _builtins.int
     ROW_LIMIT_REACHED_FIELD_NUMBER: _builtins.int
-    decision_id: _builtins.str
-    session_id: _builtins.str
+    status: _builtins.str
+    """"complete", "suspended" (portal read in chunks), "failed" or "skipped"."""
     rows: _builtins.int
+    """Rows sent to the client."""
+    rows_affected: _builtins.int
+    """The count of the server's CommandComplete tag (INSERT/UPDATE/DELETE/SELECT ...)."""
     bytes_sent: _builtins.int
+    """Bytes of result rows sent to the client."""
     duration_us: _builtins.int
     sqlstate: _builtins.str
     """Empty when the statement succeeded."""
@@ -627,39 +775,201 @@ class Execution(_message.Message):
     def __init__(
         self,
         *,
-        decision_id: _builtins.str = ...,
-        session_id: _builtins.str = ...,
+        status: _builtins.str = ...,
         rows: _builtins.int = ...,
+        rows_affected: _builtins.int | None = ...,
         bytes_sent: _builtins.int = ...,
         duration_us: _builtins.int = ...,
         sqlstate: _builtins.str = ...,
         row_limit_reached: _builtins.bool = ...,
     ) -> None: ...
-    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    _HasFieldArgType: _TypeAlias = _typing.Literal["_rows_affected", b"_rows_affected", "rows_affected", b"rows_affected"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_sent", b"bytes_sent", "decision_id", b"decision_id", "duration_us", b"duration_us", "row_limit_reached", b"row_limit_reached", "rows", b"rows", "session_id", b"session_id", "sqlstate", b"sqlstate"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_rows_affected", b"_rows_affected", "bytes_sent", b"bytes_sent", "duration_us", b"duration_us", "row_limit_reached", b"row_limit_reached", "rows", b"rows", "rows_affected", b"rows_affected", "sqlstate", b"sqlstate", "status", b"status"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
-    def WhichOneof(self, oneof_group: _Never) -> None: ...
+    _WhichOneofReturnType__rows_affected: _TypeAlias = _typing.Literal["rows_affected"]  # noqa: Y015
+    _WhichOneofArgType__rows_affected: _TypeAlias = _typing.Literal["_rows_affected", b"_rows_affected"]  # noqa: Y015
+    def WhichOneof(self, oneof_group: _WhichOneofArgType__rows_affected) -> _WhichOneofReturnType__rows_affected | None: ...
 
-Global___Execution: _TypeAlias = Execution  # noqa: Y015
+Global___AuditOutcome: _TypeAlias = AuditOutcome  # noqa: Y015
 
 @_typing.final
-class ReportExecutionsRequest(_message.Message):
-    """ReportExecutionsRequest carries a batch of executions."""
+class AuditSessionStats(_message.Message):
+    """AuditSessionStats summarizes a session when it closes."""
 
     DESCRIPTOR: _descriptor.Descriptor
 
-    EXECUTIONS_FIELD_NUMBER: _builtins.int
-    @_builtins.property
-    def executions(self) -> _containers.RepeatedCompositeFieldContainer[Global___Execution]: ...
+    STATEMENTS_FIELD_NUMBER: _builtins.int
+    REFUSALS_FIELD_NUMBER: _builtins.int
+    ROWS_FIELD_NUMBER: _builtins.int
+    BYTES_SENT_FIELD_NUMBER: _builtins.int
+    DURATION_US_FIELD_NUMBER: _builtins.int
+    REASON_FIELD_NUMBER: _builtins.int
+    statements: _builtins.int
+    refusals: _builtins.int
+    rows: _builtins.int
+    bytes_sent: _builtins.int
+    duration_us: _builtins.int
+    reason: _builtins.str
+    """Why it ended, when the proxy knows ("client_terminate", "fatal", ...)."""
     def __init__(
         self,
         *,
-        executions: _abc.Iterable[Global___Execution] | None = ...,
+        statements: _builtins.int = ...,
+        refusals: _builtins.int = ...,
+        rows: _builtins.int = ...,
+        bytes_sent: _builtins.int = ...,
+        duration_us: _builtins.int = ...,
+        reason: _builtins.str = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["executions", b"executions"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["bytes_sent", b"bytes_sent", "duration_us", b"duration_us", "reason", b"reason", "refusals", b"refusals", "rows", b"rows", "statements", b"statements"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditSessionStats: _TypeAlias = AuditSessionStats  # noqa: Y015
+
+@_typing.final
+class AuditAuthRefusal(_message.Message):
+    """AuditAuthRefusal describes a refused authentication; never the token."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    @_typing.final
+    class ContextEntry(_message.Message):
+        DESCRIPTOR: _descriptor.Descriptor
+
+        KEY_FIELD_NUMBER: _builtins.int
+        VALUE_FIELD_NUMBER: _builtins.int
+        key: _builtins.str
+        value: _builtins.str
+        def __init__(
+            self,
+            *,
+            key: _builtins.str = ...,
+            value: _builtins.str = ...,
+        ) -> None: ...
+        _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+        def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+        _ClearFieldArgType: _TypeAlias = _typing.Literal["key", b"key", "value", b"value"]  # noqa: Y015
+        def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+        def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+    CODE_FIELD_NUMBER: _builtins.int
+    SQLSTATE_FIELD_NUMBER: _builtins.int
+    CONTEXT_FIELD_NUMBER: _builtins.int
+    code: _builtins.str
+    """The proxy's machine code, e.g. "bad_signature", "token_expired"."""
+    sqlstate: _builtins.str
+    @_builtins.property
+    def context(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
+        """A few non-secret facts (issuer, kid, alg)."""
+
+    def __init__(
+        self,
+        *,
+        code: _builtins.str = ...,
+        sqlstate: _builtins.str = ...,
+        context: _abc.Mapping[_builtins.str, _builtins.str] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["code", b"code", "context", b"context", "sqlstate", b"sqlstate"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditAuthRefusal: _TypeAlias = AuditAuthRefusal  # noqa: Y015
+
+@_typing.final
+class AuditRecord(_message.Message):
+    """AuditRecord is one entry of the audit trail, built by the proxy. The PDP makes it
+    durable, numbers it in its replica's hash chain and stores it; `record_id` (minted by
+    the proxy for each execution or event) makes every store idempotent.
+    """
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORD_ID_FIELD_NUMBER: _builtins.int
+    KIND_FIELD_NUMBER: _builtins.int
+    TIME_UNIX_US_FIELD_NUMBER: _builtins.int
+    PROXY_ID_FIELD_NUMBER: _builtins.int
+    SESSION_ID_FIELD_NUMBER: _builtins.int
+    IDENTITY_FIELD_NUMBER: _builtins.int
+    DATABASE_FIELD_NUMBER: _builtins.int
+    CLIENT_ADDR_FIELD_NUMBER: _builtins.int
+    APPLICATION_NAME_FIELD_NUMBER: _builtins.int
+    STATEMENT_FIELD_NUMBER: _builtins.int
+    DECISION_FIELD_NUMBER: _builtins.int
+    OUTCOME_FIELD_NUMBER: _builtins.int
+    SESSION_STATS_FIELD_NUMBER: _builtins.int
+    AUTH_FIELD_NUMBER: _builtins.int
+    record_id: _builtins.str
+    kind: Global___AuditKind.ValueType
+    time_unix_us: _builtins.int
+    """When it happened, in microseconds since the Unix epoch (the proxy's clock)."""
+    proxy_id: _builtins.str
+    session_id: _builtins.str
+    database: _builtins.str
+    client_addr: _builtins.str
+    application_name: _builtins.str
+    @_builtins.property
+    def identity(self) -> Global___Identity:
+        """Subject, issuer, groups and auth method (claims are not recorded)."""
+
+    @_builtins.property
+    def statement(self) -> Global___AuditStatement: ...
+    @_builtins.property
+    def decision(self) -> Global___AuditDecision: ...
+    @_builtins.property
+    def outcome(self) -> Global___AuditOutcome: ...
+    @_builtins.property
+    def session_stats(self) -> Global___AuditSessionStats: ...
+    @_builtins.property
+    def auth(self) -> Global___AuditAuthRefusal: ...
+    def __init__(
+        self,
+        *,
+        record_id: _builtins.str = ...,
+        kind: Global___AuditKind.ValueType = ...,
+        time_unix_us: _builtins.int = ...,
+        proxy_id: _builtins.str = ...,
+        session_id: _builtins.str = ...,
+        identity: Global___Identity | None = ...,
+        database: _builtins.str = ...,
+        client_addr: _builtins.str = ...,
+        application_name: _builtins.str = ...,
+        statement: Global___AuditStatement | None = ...,
+        decision: Global___AuditDecision | None = ...,
+        outcome: Global___AuditOutcome | None = ...,
+        session_stats: Global___AuditSessionStats | None = ...,
+        auth: Global___AuditAuthRefusal | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "decision", b"decision", "identity", b"identity", "outcome", b"outcome", "session_stats", b"session_stats", "statement", b"statement"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_name", b"application_name", "auth", b"auth", "client_addr", b"client_addr", "database", b"database", "decision", b"decision", "identity", b"identity", "kind", b"kind", "outcome", b"outcome", "proxy_id", b"proxy_id", "record_id", b"record_id", "session_id", b"session_id", "session_stats", b"session_stats", "statement", b"statement", "time_unix_us", b"time_unix_us"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___AuditRecord: _TypeAlias = AuditRecord  # noqa: Y015
+
+@_typing.final
+class ReportExecutionsRequest(_message.Message):
+    """ReportExecutionsRequest carries a batch of audit records."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    RECORDS_FIELD_NUMBER: _builtins.int
+    @_builtins.property
+    def records(self) -> _containers.RepeatedCompositeFieldContainer[Global___AuditRecord]: ...
+    def __init__(
+        self,
+        *,
+        records: _abc.Iterable[Global___AuditRecord] | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["records", b"records"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
@@ -667,20 +977,28 @@ Global___ReportExecutionsRequest: _TypeAlias = ReportExecutionsRequest  # noqa: 
 
 @_typing.final
 class ReportExecutionsResponse(_message.Message):
-    """ReportExecutionsResponse acknowledges everything the stream carried."""
+    """ReportExecutionsResponse answers once every record of the stream is durable in the
+    audit store; a failed call means nothing is acknowledged (records are idempotent by
+    `record_id`, so the proxy sends them again).
+    """
 
     DESCRIPTOR: _descriptor.Descriptor
 
     ACCEPTED_FIELD_NUMBER: _builtins.int
+    DUPLICATES_FIELD_NUMBER: _builtins.int
     accepted: _builtins.int
+    """Records of the stream that are durable (stored now or earlier)."""
+    duplicates: _builtins.int
+    """Of those, records the store already held (a replay)."""
     def __init__(
         self,
         *,
         accepted: _builtins.int = ...,
+        duplicates: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _Never  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["accepted", b"accepted", "duplicates", b"duplicates"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

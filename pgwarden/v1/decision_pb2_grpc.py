@@ -76,7 +76,8 @@ class DecisionServiceServicer:
         raise NotImplementedError('Method not implemented!')
 
     def ReportExecutions(self, request_iterator, context):
-        """ReportExecutions streams what happened to decided statements, for the audit trail.
+        """ReportExecutions streams batches of audit records (statements with their outcome,
+        refusals, sessions, refused authentications); it answers when they are durable.
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')

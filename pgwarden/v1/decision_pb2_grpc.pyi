@@ -46,7 +46,9 @@ class DecisionServiceStub:
     Decide: _grpc.UnaryUnaryMultiCallable[_decision_pb2.DecideRequest, _decision_pb2.DecideResponse]
     """Decide decides a batch of statements (e.g. everything up to one Sync) in one call."""
     ReportExecutions: _grpc.StreamUnaryMultiCallable[_decision_pb2.ReportExecutionsRequest, _decision_pb2.ReportExecutionsResponse]
-    """ReportExecutions streams what happened to decided statements, for the audit trail."""
+    """ReportExecutions streams batches of audit records (statements with their outcome,
+    refusals, sessions, refused authentications); it answers when they are durable.
+    """
     WatchRevisions: _grpc.UnaryStreamMultiCallable[_decision_pb2.WatchRevisionsRequest, _decision_pb2.WatchRevisionsResponse]
     """WatchRevisions streams the policy revision now and on every change."""
 
@@ -60,7 +62,9 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     Decide: _aio.UnaryUnaryMultiCallable[_decision_pb2.DecideRequest, _decision_pb2.DecideResponse]  # type: ignore[assignment]
     """Decide decides a batch of statements (e.g. everything up to one Sync) in one call."""
     ReportExecutions: _aio.StreamUnaryMultiCallable[_decision_pb2.ReportExecutionsRequest, _decision_pb2.ReportExecutionsResponse]  # type: ignore[assignment]
-    """ReportExecutions streams what happened to decided statements, for the audit trail."""
+    """ReportExecutions streams batches of audit records (statements with their outcome,
+    refusals, sessions, refused authentications); it answers when they are durable.
+    """
     WatchRevisions: _aio.UnaryStreamMultiCallable[_decision_pb2.WatchRevisionsRequest, _decision_pb2.WatchRevisionsResponse]  # type: ignore[assignment]
     """WatchRevisions streams the policy revision now and on every change."""
 
@@ -89,7 +93,9 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
         request_iterator: _MaybeAsyncIterator[_decision_pb2.ReportExecutionsRequest],
         context: _ServicerContext,
     ) -> _typing.Union[_decision_pb2.ReportExecutionsResponse, _abc.Awaitable[_decision_pb2.ReportExecutionsResponse]]:
-        """ReportExecutions streams what happened to decided statements, for the audit trail."""
+        """ReportExecutions streams batches of audit records (statements with their outcome,
+        refusals, sessions, refused authentications); it answers when they are durable.
+        """
 
     @_abc_1.abstractmethod
     def WatchRevisions(

@@ -64,11 +64,11 @@ def load_catalog_from(dsn: str) -> Catalog:
     """Load the schema catalog of the database at ``dsn`` (a postgresql:// URI), over the
     proxy's own protocol client, in a read-only transaction."""
     url = urlsplit(dsn)
-    if url.scheme not in ("postgres", "postgresql") or not url.username:
+    if url.scheme not in ("postgres", "postgresql") or not url.username or not url.hostname:
         raise SystemExit(
             "pgwarden explain: --dsn must be postgresql://user[:password]@host[:port]/database"
         )
-    target = UpstreamTarget(url.hostname or "127.0.0.1", url.port or 5432)
+    target = UpstreamTarget(url.hostname, url.port or 5432)
     return asyncio.run(
         fetch_catalog(
             target,

@@ -35,9 +35,10 @@ CREATE FUNCTION public.mask(text) RETURNS text LANGUAGE sql AS $$ SELECT '***' $
 
 @pytest.fixture(scope="module")
 def shop(pg_cluster: PostgresCluster) -> Iterator[str]:
-    pg_cluster.create_database(DATABASE)
+    pg_cluster.create_database(DATABASE, owner="pgwarden_proxy")
     pg_cluster.psql(SCHEMA, dbname=DATABASE)
-    yield pg_cluster.dsn(DATABASE)
+    # Over TCP with the proxy's own login, as the proxy loads catalogs.
+    yield pg_cluster.dsn(DATABASE, login=pg_cluster.proxy_login)
     pg_cluster.psql(f'DROP DATABASE "{DATABASE}"')
 
 

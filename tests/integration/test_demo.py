@@ -82,6 +82,11 @@ def test_up_demo_down(state: Path) -> None:
     assert "row limit of 1000 rows reached" in limit
     intruder = steps["An identity that no policy admits cannot even open a session"]["output"]
     assert "session refused for agent:intruder" in intruder
+    trail = steps["The audit trail of all of it (newest last)"]["output"]
+    assert "refusal" in trail
+    assert "session_open   agent:intruder   deny" in trail
+    assert "1000" in trail  # the rows sent before the row limit stopped the read
+    assert "every link intact" in steps["Nobody edited it: the hash chain is intact"]["output"]
 
 
 def test_demo_without_a_stack_says_how_to_start_one(tmp_path: Path) -> None:

@@ -335,30 +335,39 @@ def test_sigterm_stops_gracefully_with_its_opa(tmp_path: Path) -> None:
     poll_until(lambda: not opa_alive(), timeout_s=10, what="OPA child exit")
 
 
-async def test_execution_reports_are_accepted_and_logged(
+async def test_audit_records_are_acknowledged_once_durable(
     pdp: PdpProcess, client: PdpClient
 ) -> None:
     [decision] = await client.decide(
         REPORTING, session("s-exec"), [statement("SELECT")], in_transaction=False
     )
-    executions = [
-        pb.Execution(
-            decision_id=decision.decision_id,
+    records = [
+        pb.AuditRecord(
+            record_id=uuid.uuid4().hex,
+            kind=pb.AUDIT_KIND_STATEMENT,
             session_id="s-exec",
-            rows=42,
-            bytes_sent=4096,
-            duration_us=850,
+            decision=pb.AuditDecision(decision_id=decision.decision_id),
+            outcome=pb.AuditOutcome(rows=42, bytes_sent=4096, duration_us=850),
         ),
-        pb.Execution(decision_id=decision.decision_id, session_id="s-exec", sqlstate="57014"),
+        pb.AuditRecord(
+            record_id=uuid.uuid4().hex,
+            kind=pb.AUDIT_KIND_STATEMENT,
+            session_id="s-exec",
+            decision=pb.AuditDecision(decision_id=decision.decision_id),
+            outcome=pb.AuditOutcome(sqlstate="57014"),
+        ),
     ]
-    assert await client.report_executions(executions) == 2
+    assert await client.report_executions(records) == 2
     assert await client.report_executions([]) == 0
-
-    def logged() -> list[dict[str, Any]]:
-        return [r for r in pdp.log_records("execution") if r["decision_id"] == decision.decision_id]
-
-    poll_until(lambda: len(logged()) == 2, timeout_s=10, what="execution log lines")
-    assert [(r["rows"], r["sqlstate"]) for r in logged()] == [(42, ""), (0, "57014")]
+    stored = [
+        json.loads(line)
+        for line in (pdp.log_dir / "audit.jsonl").read_text().splitlines()
+        if decision.decision_id in line
+    ]
+    assert [(r["outcome"]["rows"], r["outcome"]["sqlstate"]) for r in stored] == [
+        (42, ""),
+        (0, "57014"),
+    ]
 
 
 async def test_watch_revisions_announces_the_revision_on_subscription(pdp: PdpProcess) -> None:

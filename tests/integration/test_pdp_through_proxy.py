@@ -123,11 +123,29 @@ def test_explain_prints_the_input_document_and_the_pdps_decision(stack: local.St
     owner_dsn = stack.cluster.dsn("shop", login=stack.cluster.proxy_login)
     assert postgres["port"] == stack.cluster.port
     out = subprocess.run(
-        [sys.executable, "-m", "pgwarden", "explain", "--identity", "agent:reporting",
-         "--groups", "analytics", "--database", "shop", "--dsn", owner_dsn,
-         "--pdp", stack.pdp.address, "SELECT * FROM customer_contacts WHERE id = 1 LIMIT 1"],
-        capture_output=True, text=True, timeout=60, check=False,
-        env={**os.environ, "PGWARDEN_PDP_TOKEN": stack.pdp.token or ""})
+        [
+            sys.executable,
+            "-m",
+            "pgwarden",
+            "explain",
+            "--identity",
+            "agent:reporting",
+            "--groups",
+            "analytics",
+            "--database",
+            "shop",
+            "--dsn",
+            owner_dsn,
+            "--pdp",
+            stack.pdp.address,
+            "SELECT * FROM customer_contacts WHERE id = 1 LIMIT 1",
+        ],
+        capture_output=True,
+        text=True,
+        timeout=60,
+        check=False,
+        env={**os.environ, "PGWARDEN_PDP_TOKEN": stack.pdp.token or ""},
+    )
     assert out.returncode == 0, out.stderr
     document = json.loads(out.stdout)
     assert document["statement"]["star"] == ["public.customer_contacts"]

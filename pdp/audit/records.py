@@ -1,0 +1,131 @@
+"""``pb.AuditRecord`` → the stored audit document (a JSON object), and back to text.
+
+The document is what every store keeps and what the hash chain covers. Its canonical
+form (sorted keys, no spaces, UTF-8) is the input of the chain's hash, so it holds only
+strings, integers, booleans, lists, objects and nulls — never floats, whose text form
+could change on a round trip through a store.
+"""
+
+from __future__ import annotations
+
+import json
+import uuid
+from collections.abc import Mapping
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from pgwarden.v1 import decision_pb2 as pb
+
+FORMAT_VERSION = 1
+KINDS = {
+    pb.AUDIT_KIND_STATEMENT: "statement",
+    pb.AUDIT_KIND_REFUSAL: "refusal",
+    pb.AUDIT_KIND_SESSION_OPEN: "session_open",
+    pb.AUDIT_KIND_SESSION_CLOSE: "session_close",
+    pb.AUDIT_KIND_AUTH_REFUSED: "auth_refused",
+}
+ACTIONS = {
+    pb.ACTION_ALLOW: "allow",
+    pb.ACTION_DENY: "deny",
+    pb.ACTION_REQUIRE_APPROVAL: "require_approval",
+}
+# Fields the PDP adds when it stores a record: the chain and the storing replica.
+CHAIN_FIELDS = ("replica_id", "seq", "prev_hash", "hash", "stored_at_us")
+
+
+def canonical(document: Mapping[str, Any]) -> bytes:
+    """The canonical JSON text of a document: the bytes the chain hashes."""
+    return json.dumps(
+        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
+    ).encode()
+
+
+def iso_time(time_us: int) -> str:
+    """Microseconds since the epoch → ``2026-11-24T06:19:34.123456Z``."""
+    seconds, micros = divmod(time_us, 1_000_000)
+    moment = datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=micros)
+    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+
+
+def record_document(record: pb.AuditRecord) -> dict[str, Any]:
+    """The stored form of a record, before the PDP chains it. A record without a
+    ``record_id`` (never sent by the proxy) gets one, so nothing is ever dropped."""
+    identity = record.identity
+    document: dict[str, Any] = {
+        "v": FORMAT_VERSION,
+        "record_id": record.record_id or f"pdp-{uuid.uuid4().hex}",
+        "kind": KINDS.get(record.kind, "unknown"),
+        "time": iso_time(record.time_unix_us),
+        "time_us": record.time_unix_us,
+        "proxy_id": record.proxy_id,
+        "session_id": record.session_id,
+        "identity": {
+            "subject": identity.subject,
+            "issuer": identity.issuer,
+            "groups": list(identity.groups),
+            "auth_method": identity.auth_method,
+        },
+        "database": record.database,
+        "client_addr": record.client_addr,
+        "application_name": record.application_name,
+        "decision_id": record.decision.decision_id if record.HasField("decision") else "",
+        "statement": None,
+        "decision": None,
+        "outcome": None,
+        "session_stats": None,
+        "auth": None,
+    }
+    if record.HasField("statement"):
+        s = record.statement
+        document["statement"] = {
+            "fingerprint": s.fingerprint,
+            "sql": s.sql,
+            "sql_has_literals": s.sql_has_literals,
+            "command": s.command,
+            "protocol": s.protocol,
+            "relations": [
+                {"schema": r.schema, "name": r.name, "kind": r.kind, "access": r.access}
+                for r in s.relations
+            ],
+        }
+    if record.HasField("decision"):
+        d = record.decision
+        document["decision"] = {
+            "action": ACTIONS.get(d.action, "deny"),
+            "reasons": list(d.reasons),
+            "mask": dict(sorted(d.mask.items())),
+            "row_limit": d.row_limit if d.HasField("row_limit") else None,
+            "dry_run": d.dry_run,
+            "revision": d.revision,
+            "code": d.code,
+            "cached": d.cached,
+        }
+    if record.HasField("outcome"):
+        o = record.outcome
+        document["outcome"] = {
+            "status": o.status,
+            "rows": o.rows,
+            "rows_affected": o.rows_affected if o.HasField("rows_affected") else None,
+            "bytes_sent": o.bytes_sent,
+            "duration_us": o.duration_us,
+            "sqlstate": o.sqlstate,
+            "row_limit_reached": o.row_limit_reached,
+        }
+    if record.HasField("session_stats"):
+        t = record.session_stats
+        document["session_stats"] = {
+            "statements": t.statements,
+            "refusals": t.refusals,
+            "rows": t.rows,
+            "bytes_sent": t.bytes_sent,
+            "duration_us": t.duration_us,
+            "reason": t.reason,
+        }
+    if record.HasField("auth"):
+        a = record.auth
+        document["auth"] = {
+            "code": a.code,
+            "sqlstate": a.sqlstate,
+            "context": dict(sorted(a.context.items())),
+        }
+    return document

@@ -1,0 +1,153 @@
+"""Stored documents and the hash chain: what a record holds, and what verify reports."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from pgwarden.pdp.audit.chain import GENESIS, ChainHead, record_hash, verify
+from pgwarden.pdp.audit.records import canonical, record_document
+from pgwarden.v1 import decision_pb2 as pb
+
+
+def record(n: int, kind: int = pb.AUDIT_KIND_STATEMENT) -> pb.AuditRecord:
+    return pb.AuditRecord(
+        record_id=f"r{n}",
+        kind=kind,
+        time_unix_us=1_795_499_986_000_000 + n,
+        proxy_id="edge-1",
+        session_id="s-1",
+        identity=pb.Identity(subject="agent:etl", issuer="https://idp", groups=["etl"]),
+        database="shop",
+        statement=pb.AuditStatement(
+            fingerprint="00b9f719a46da6e3",
+            sql="SELECT * FROM orders WHERE id = $1",
+            command="SELECT",
+            protocol="extended",
+            relations=[pb.Relation(schema="public", name="orders", kind="table", access="read")],
+        ),
+        decision=pb.AuditDecision(
+            decision_id=f"d{n}",
+            action=pb.ACTION_ALLOW,
+            reasons=["etl reads orders"],
+            mask={"public.orders.total": "redact"},
+            row_limit=100,
+            revision="rev1",
+        ),
+        outcome=pb.AuditOutcome(status="complete", rows=5, bytes_sent=123, duration_us=9),
+    )
+
+
+def chained(count: int, replica: str = "pdp-a") -> list[dict[str, Any]]:
+    head = ChainHead()
+    return [head.link(record_document(record(n)), replica) for n in range(1, count + 1)]
+
+
+def lines(documents: list[dict[str, Any]]) -> list[tuple[int, str]]:
+    return [(i, canonical(d).decode()) for i, d in enumerate(documents, start=1)]
+
+
+def test_document_has_every_field_of_the_record() -> None:
+    document = record_document(record(1))
+    assert document["record_id"] == "r1"
+    assert document["kind"] == "statement"
+    assert document["time"] == "2026-11-24T05:59:46.000001Z"
+    assert document["identity"] == {
+        "subject": "agent:etl",
+        "issuer": "https://idp",
+        "groups": ["etl"],
+        "auth_method": "",
+    }
+    assert document["decision_id"] == "d1"
+    assert document["statement"]["relations"] == [
+        {"schema": "public", "name": "orders", "kind": "table", "access": "read"}
+    ]
+    assert document["decision"]["mask"] == {"public.orders.total": "redact"}
+    assert document["decision"]["row_limit"] == 100
+    assert document["outcome"]["rows_affected"] is None
+    assert document["session_stats"] is None
+    assert document["auth"] is None
+
+
+def test_allow_first_record_links_to_genesis_and_each_to_the_previous() -> None:
+    documents = chained(3)
+    assert documents[0]["prev_hash"] == GENESIS
+    assert [d["seq"] for d in documents] == [1, 2, 3]
+    assert documents[1]["prev_hash"] == documents[0]["hash"]
+    assert documents[2]["hash"] == record_hash(documents[1]["hash"], documents[2])
+    result = verify(lines(documents))
+    assert result.ok
+    assert result.records == 3
+    assert result.heads["pdp-a"].seq == 3
+
+
+def test_deny_a_modified_record_is_named() -> None:
+    documents = chained(5)
+    documents[2]["outcome"]["rows"] = 0  # someone hides how many rows left
+    result = verify(lines(documents))
+    assert not result.ok
+    first = result.first_break
+    assert first is not None
+    assert (first.position, first.seq, first.record_id) == (3, 3, "r3")
+    assert "modified" in first.problem
+    assert len(result.breaks) == 1
+
+
+def test_deny_a_modified_record_with_a_recomputed_hash_breaks_the_next_link() -> None:
+    documents = chained(4)
+    documents[1]["statement"]["sql"] = "SELECT 1"
+    documents[1]["hash"] = record_hash(documents[1]["prev_hash"], documents[1])
+    first = verify(lines(documents)).first_break
+    assert first is not None
+    assert (first.seq, first.record_id) == (3, "r3")
+    assert "prev_hash" in first.problem
+
+
+def test_deny_a_deleted_record_is_named_with_the_missing_seq() -> None:
+    documents = chained(5)
+    del documents[1]
+    first = verify(lines(documents)).first_break
+    assert first is not None
+    assert (first.position, first.seq, first.record_id) == (2, 3, "r3")
+    assert "1 record(s) missing before it (seq 2): deleted" in first.problem
+
+
+def test_deny_a_deleted_first_record() -> None:
+    documents = chained(3)[1:]
+    first = verify(lines(documents)).first_break
+    assert first is not None
+    assert first.seq == 2
+    assert "missing" in first.problem
+
+
+def test_deny_unparseable_line_and_reordered_records() -> None:
+    documents = chained(3)
+    entries = lines(documents)
+    broken = verify([entries[0], (2, '{"seq": '), entries[1], entries[2]])
+    assert broken.first_break is not None
+    assert broken.first_break.position == 2
+    assert "not a JSON record" in broken.first_break.problem
+    swapped = verify([entries[0], entries[2], entries[1]])
+    assert swapped.first_break is not None
+    assert swapped.first_break.seq == 3
+
+
+def test_allow_interleaved_chains_of_two_replicas() -> None:
+    a, b = chained(3, "pdp-a"), chained(3, "pdp-b")
+    for document in b:
+        document["record_id"] += "b"
+    mixed = [a[0], b[0], b[1], a[1], a[2], b[2]]
+    # the ids changed after hashing: re-chain b to keep it honest
+    head = ChainHead()
+    for document in b:
+        head.link(document, "pdp-b")
+    result = verify(lines(mixed))
+    assert result.ok, result.breaks
+    assert set(result.heads) == {"pdp-a", "pdp-b"}
+
+
+def test_canonical_form_is_stable_through_json_round_trips() -> None:
+    document = chained(1)[0]
+    text = json.dumps(document, indent=2)  # e.g. what jsonb gives back, reordered
+    assert canonical(json.loads(text)) == canonical(document)
+    assert record_hash(document["prev_hash"], json.loads(text)) == document["hash"]
