@@ -16,7 +16,10 @@ from pgwarden.proxy.decision import Action, DecisionCode
 from pgwarden.v1 import decision_pb2 as pb
 
 MASK_FUNCTIONS = frozenset({"partial_email", "last4", "hash", "redact", "null"})
-DECISION_KEYS = frozenset({"action", "reasons", "mask", "row_limit", "cache_ttl_s", "dry_run"})
+DECISION_KEYS = frozenset(
+    {"action", "reasons", "mask", "row_limit", "cache_ttl_s", "dry_run", "detect"}
+)
+DETECTORS = frozenset({"email", "card_number", "ssn"})
 SESSION_KEYS = frozenset({"allowed", "upstream_role", "reasons"})
 # A policy may ask for long caching; the PDP caps it so a stale allow cannot live for days.
 MAX_CACHE_TTL_S = 3600
@@ -44,6 +47,7 @@ class PolicyDecision:
     cache_ttl_s: int = 0
     dry_run: bool = False
     code: str = ""
+    detect: tuple[str, ...] = ()
 
     @classmethod
     def refusal(cls, code: DecisionCode, reason: str) -> PolicyDecision:
@@ -105,7 +109,13 @@ def parse_decision(result: Any) -> PolicyDecision:
     dry_run = result.get("dry_run", False)
     if not isinstance(dry_run, bool):
         raise InvalidDecision("dry_run must be a boolean")
-    return PolicyDecision(action, reasons, mask, row_limit, cache_ttl_s, dry_run)
+    detect = _strings(result.get("detect", []), "detect")
+    for name in detect:
+        if name not in DETECTORS:
+            raise InvalidDecision(f"detect: unknown detector {name!r}")
+    return PolicyDecision(
+        action, reasons, mask, row_limit, cache_ttl_s, dry_run, detect=tuple(sorted(set(detect)))
+    )
 
 
 def decision_of(response: Mapping[str, Any]) -> PolicyDecision:
@@ -162,6 +172,7 @@ def with_dry_run(decision: PolicyDecision) -> PolicyDecision:
         decision.row_limit,
         decision.cache_ttl_s,
         True,
+        detect=decision.detect,
     )
 
 
@@ -175,6 +186,7 @@ def decision_message(decision: PolicyDecision, decision_id: str, revision: str) 
         decision_id=decision_id,
         revision=revision,
         code=decision.code,
+        detect=decision.detect,
     )
     if decision.row_limit is not None:
         message.row_limit = decision.row_limit

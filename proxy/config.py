@@ -11,7 +11,7 @@ from pathlib import Path
 from pgwarden.config import ConfigError, Section, load_toml
 from pgwarden.proxy.audit import AuditConfig
 from pgwarden.proxy.auth.config import AuthConfig
-from pgwarden.proxy.masking import MASK_FUNCTIONS
+from pgwarden.proxy.masking import DETECTORS, MASK_FUNCTIONS
 from pgwarden.proxy.pdp_client import PdpClientConfig
 from pgwarden.proxy.upstream import UpstreamTarget
 
@@ -36,6 +36,7 @@ class LocalDecisions:
     deny: tuple[str, ...] = ()
     mask: Mapping[str, str] = field(default_factory=dict)
     row_limit: int | None = None
+    detect: tuple[str, ...] = ()
 
 
 @dataclass(frozen=True, slots=True)
@@ -227,4 +228,8 @@ def _local_decisions(dec: Section, roles: Mapping[str, str | None], base: Path) 
     row_limit = dec.optional("row_limit", int)
     if row_limit is not None and row_limit < 0:
         raise dec.error("row_limit", "must be >= 0")
-    return LocalDecisions(role, audit_file, tuple(deny), mask, row_limit)
+    detect = dec.get("detect", list, [])
+    for name in detect:
+        if name not in DETECTORS:
+            raise dec.error("detect", f"unknown detector {name!r} (one of {', '.join(DETECTORS)})")
+    return LocalDecisions(role, audit_file, tuple(deny), mask, row_limit, tuple(detect))

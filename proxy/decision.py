@@ -118,6 +118,8 @@ class Decision:
     dry_run: bool = False
     revision: str = ""
     code: str = ""
+    # Content detectors for text outputs that no mask covers ("email", "card_number", "ssn").
+    detect: tuple[str, ...] = ()
 
     @property
     def permits(self) -> bool:
@@ -182,11 +184,13 @@ class LocalDecisionPoint:
         *,
         mask: Mapping[str, str] | None = None,
         row_limit: int | None = None,
+        detect: Sequence[str] = (),
     ) -> None:
         self.upstream_role = upstream_role
         self._deny = [re.compile(p, re.IGNORECASE) for p in deny_patterns]
         self._mask = dict(mask or {})
         self._row_limit = row_limit
+        self._detect = tuple(detect)
 
     async def open_session(self, identity: Identity, session: SessionFacts) -> SessionGrant:
         return SessionGrant(True, self.upstream_role, decision_id=new_decision_id())
@@ -221,5 +225,10 @@ class LocalDecisionPoint:
                     new_decision_id(),
                 )
         return Decision(
-            Action.ALLOW, (), new_decision_id(), mask=self._mask, row_limit=self._row_limit
+            Action.ALLOW,
+            (),
+            new_decision_id(),
+            mask=self._mask,
+            row_limit=self._row_limit,
+            detect=self._detect,
         )

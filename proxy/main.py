@@ -56,7 +56,11 @@ async def serve(config: ProxyConfig) -> None:
     if isinstance(config.decisions, LocalDecisions):
         local = config.decisions
         decisions = LocalDecisionPoint(
-            local.upstream_role, local.deny, mask=local.mask, row_limit=local.row_limit
+            local.upstream_role,
+            local.deny,
+            mask=local.mask,
+            row_limit=local.row_limit,
+            detect=local.detect,
         )
         # Without a PDP the proxy keeps the chained audit file itself.
         store = await LocalAuditStore(local.audit_file, replica_id=config.proxy_id).start()

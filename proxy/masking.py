@@ -13,6 +13,7 @@ from __future__ import annotations
 
 import hashlib
 import hmac
+import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
@@ -138,6 +139,50 @@ class RowMask:
         return b"".join(out)
 
 
+# -- content detectors: the second net for text that no classification covers ---------------
+
+_EMAIL = re.compile(rb"[A-Za-z0-9._%+-]+@[A-Za-z0-9-]+(?:\.[A-Za-z0-9-]+)*\.[A-Za-z]{2,}")
+_SSN = re.compile(rb"(?<!\d)\d{3}-\d{2}-\d{4}(?!\d)")
+_CARD = re.compile(rb"(?<!\d)(?:\d[ -]?){12,18}\d(?!\d)")
+DETECTORS = ("email", "card_number", "ssn")
+
+
+def luhn_valid(digits: bytes) -> bool:
+    total = 0
+    for i, char in enumerate(reversed(digits)):
+        d = char - 48
+        if i % 2 == 1:
+            d = d * 2 - 9 if d > 4 else d * 2
+        total += d
+    return total % 10 == 0
+
+
+def _card(match: re.Match[bytes]) -> bytes:
+    digits = bytes(c for c in match.group() if 48 <= c <= 57)
+    return REDACTED.encode() if luhn_valid(digits) else match.group()
+
+
+def content_detector(names: Sequence[str]) -> ValueMask:
+    """A mask that redacts what looks like an e-mail address, a card number (Luhn-valid)
+    or an SSN inside a text value, and leaves the rest of the value as it is."""
+    unknown = set(names) - set(DETECTORS)
+    if unknown:
+        raise ValueError(f"unknown detector {sorted(unknown)[0]!r}")
+    redacted = REDACTED.encode()
+    emails, ssns, cards = "email" in names, "ssn" in names, "card_number" in names
+
+    def detect(value: bytes) -> bytes:
+        if emails:
+            value = _EMAIL.sub(redacted, value)
+        if ssns:
+            value = _SSN.sub(redacted, value)
+        if cards:
+            value = _CARD.sub(_card, value)
+        return value
+
+    return detect
+
+
 def plan_row_mask(
     fields: Sequence[Field],
     mask: Mapping[str, str],
@@ -145,15 +190,18 @@ def plan_row_mask(
     column_name: Callable[[int, int], str | None],
     outputs: Sequence[Mapping[str, object]] | None,
     key: MaskKey,
+    detect: Sequence[str] = (),
 ) -> RowMask | None:
     """Which fields of a result to mask, or None when nothing needs masking.
 
     ``column_name(table_oid, attnum)`` names a base column ("schema.table.column");
     ``outputs`` is the analyzer's lineage, one entry per result column, or None when it is
     unknown — then every field that is not a known unmasked base column is masked whole.
+    ``detect`` names content detectors run on text fields that no mask covers.
     """
-    if not mask:
+    if not mask and not detect:
         return None
+    detector = content_detector(detect) if detect else None
     lineage = outputs if outputs is not None and len(outputs) == len(fields) else None
     masks: list[ValueMask | None] = []
     masked: list[str] = []
@@ -164,7 +212,7 @@ def plan_row_mask(
                 masks.append(value_mask(mask[base], field.type_oid, direct=True, key=key))
                 masked.append(base)
             else:
-                masks.append(None)
+                masks.append(detector if field.type_oid in TEXT_TYPES else None)
             continue
         direct = False
         if lineage is None:
@@ -180,7 +228,7 @@ def plan_row_mask(
             masks.append(value_mask(function, field.type_oid, direct=direct, key=key))
             masked.extend(hit)
         else:
-            masks.append(None)
+            masks.append(detector if field.type_oid in TEXT_TYPES else None)
     if all(m is None for m in masks):
         return None
     return RowMask(tuple(masks), tuple(dict.fromkeys(masked)))

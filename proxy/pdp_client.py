@@ -637,6 +637,7 @@ def _decision_of(message: pb.Decision) -> Decision:
         dry_run=message.dry_run and not message.code,
         revision=message.revision,
         code=message.code,
+        detect=tuple(message.detect),
     )
 
 

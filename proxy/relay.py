@@ -188,7 +188,7 @@ class Execution:
         self.offset = 0  # rows already sent from this portal by earlier Executes
         self.plan: RowMask | None = None
         # Whether rows need a look (masks or a row limit); plain rows pass as bytes.
-        self.filtering = self.row_limit is not None or bool(decision.mask)
+        self.filtering = self.row_limit is not None or bool(decision.mask or decision.detect)
         self.rows = 0
         self.rows_affected: int | None = None
         self.bytes_sent = 0
@@ -372,7 +372,7 @@ class RelayCore:
     def _unmaskable(self, analysis: Analyzed, decision: Decision) -> Decision | None:
         """A refusal when the decision asks for masks the proxy cannot apply (COPY
         streams rows the proxy does not split into columns): fail closed."""
-        if decision.mask and analysis.statement.facts.get("copy"):
+        if (decision.mask or decision.detect) and analysis.statement.facts.get("copy"):
             return Decision(
                 Action.DENY,
                 (
@@ -512,7 +512,7 @@ class RelayCore:
                 execution = Execution(decision, statement, portals[index])
                 # A portal read in chunks (Execute with max_rows) shares one row limit.
                 execution.offset = self._portal_rows.get(portals[index], 0)
-                if decision.mask:
+                if decision.mask or decision.detect:
                     # Ask for the portal's RowDescription ourselves, to plan the masks.
                     self.to_server.append(m.build_describe("P", portals[index]))
                     self._expect(_Describe(execution))
@@ -668,7 +668,11 @@ class RelayCore:
                 return None  # the client's own Describe
             target.set_plan(self._plan(target, body) if type_ == _ROW_DESCRIPTION else None)
             return b""  # ours: the client did not ask for it
-        if isinstance(reply, Execution) and type_ == _ROW_DESCRIPTION and reply.decision.mask:
+        if (
+            isinstance(reply, Execution)
+            and type_ == _ROW_DESCRIPTION
+            and (reply.decision.mask or reply.decision.detect)
+        ):
             reply.set_plan(self._plan(reply, body))
         return None
 
@@ -680,6 +684,7 @@ class RelayCore:
             column_name=self.column_name,
             outputs=outputs if isinstance(outputs, list) else None,
             key=self.mask_key,
+            detect=execution.decision.detect,
         )
 
     def _error(self, body: bytes) -> bytes | None:

@@ -572,6 +572,7 @@ class Decision(_message.Message):
     DECISION_ID_FIELD_NUMBER: _builtins.int
     REVISION_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
+    DETECT_FIELD_NUMBER: _builtins.int
     action: Global___Action.ValueType
     row_limit: _builtins.int
     cache_ttl_s: _builtins.int
@@ -588,6 +589,12 @@ class Decision(_message.Message):
     def mask(self) -> _containers.ScalarMap[_builtins.str, _builtins.str]:
         """Column ("schema.relation.column") to mask function."""
 
+    @_builtins.property
+    def detect(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]:
+        """Content detectors to run on text outputs that no mask covers: "email",
+        "card_number" (with a Luhn check), "ssn". A match is redacted in the value.
+        """
+
     def __init__(
         self,
         *,
@@ -600,10 +607,11 @@ class Decision(_message.Message):
         decision_id: _builtins.str = ...,
         revision: _builtins.str = ...,
         code: _builtins.str = ...,
+        detect: _abc.Iterable[_builtins.str] | None = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit", "row_limit", b"row_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit", "action", b"action", "cache_ttl_s", b"cache_ttl_s", "code", b"code", "decision_id", b"decision_id", "dry_run", b"dry_run", "mask", b"mask", "reasons", b"reasons", "revision", b"revision", "row_limit", b"row_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit", "action", b"action", "cache_ttl_s", b"cache_ttl_s", "code", b"code", "decision_id", b"decision_id", "detect", b"detect", "dry_run", b"dry_run", "mask", b"mask", "reasons", b"reasons", "revision", b"revision", "row_limit", b"row_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__row_limit: _TypeAlias = _typing.Literal["row_limit"]  # noqa: Y015
     _WhichOneofArgType__row_limit: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit"]  # noqa: Y015

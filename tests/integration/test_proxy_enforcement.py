@@ -157,3 +157,26 @@ async def test_row_limit_asyncpg_cursor_reads_in_chunks(limited: ProxyUnderTest)
     finally:
         await conn.close()
     assert got == [1, 2, 3, 4]  # chunks of 2 from one portal: the limit counts them all
+
+
+@pytest.fixture(scope="module")
+def detecting(proxy_db: str, make_proxy: Callable[..., ProxyUnderTest]) -> ProxyUnderTest:
+    return make_proxy(
+        name="detect-proxy", decision_settings='detect = ["email", "card_number", "ssn"]\n'
+    )
+
+
+def test_detectors_redact_unclassified_text_in_both_formats(detecting: ProxyUnderTest) -> None:
+    sql = (
+        "SELECT 'write to ' || %s || ' or call' AS note, %s::text AS card, "
+        "%s AS ssn, 'order 4111111111111112' AS not_a_card"
+    )
+    params = ["zed@example.net", "4000 0566 5566 5556", "987-65-4329"]
+    with psycopg.connect(detecting.dsn()) as conn:
+        text_rows = conn.execute(sql, params).fetchall()
+        binary_rows = conn.execute(sql, params, binary=True).fetchall()
+    assert (
+        text_rows
+        == binary_rows
+        == [("write to [redacted] or call", "[redacted]", "[redacted]", "order 4111111111111112")]
+    )

@@ -80,6 +80,8 @@ def test_every_contract_action_is_accepted(action: str) -> None:
         ({"action": "allow", "dry_run": 1}, "dry_run must be a boolean"),
         ({"action": "allow", "allow": True}, "unknown key 'allow'"),
         ({"action": "allow", "ttl": 5}, "unknown key 'ttl'"),
+        ({"action": "allow", "detect": "email"}, "detect must be a list of strings"),
+        ({"action": "allow", "detect": ["iban"]}, "unknown detector 'iban'"),
     ],
 )
 def test_deny_invalid_results(result: Any, problem: str) -> None:
@@ -159,3 +161,10 @@ def test_decision_message_carries_ids_and_optional_row_limit() -> None:
     without = decision_message(parse_decision({"action": "deny"}), "id-2", "rev-1")
     assert not without.HasField("row_limit")
     assert without.action == pb.ACTION_DENY
+
+
+def test_allow_detectors_are_carried_to_the_proxy() -> None:
+    decision = parse_decision({"action": "allow", "detect": ["ssn", "email", "ssn"]})
+    assert decision.detect == ("email", "ssn")
+    message = decision_message(decision, "d1", "r1")
+    assert list(message.detect) == ["email", "ssn"]
