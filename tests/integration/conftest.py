@@ -11,6 +11,8 @@ from pathlib import Path
 
 import pytest
 
+from pgwarden.pdp.audit.chain import verify
+from pgwarden.pdp.audit.store import read_jsonl_lines
 from pgwarden.proxy.auth.dev_tokens import issue_dev_token
 from pgwarden.stack import local
 from pgwarden.stack.pgwarden_process import PgwardenProcess
@@ -131,6 +133,15 @@ def make_proxy(
     yield make
     for process in started:
         process.stop()
+    # Every proxy of the suite kept its audit trail: one intact chain, each record once.
+    for process in started:
+        trail = process.log_path.parent / "audit.jsonl"
+        if not trail.exists():
+            continue
+        result = verify(read_jsonl_lines(trail))
+        assert result.ok, f"{trail}: {result.first_break}"
+        ids = [json.loads(line)["record_id"] for line in trail.read_text().splitlines()]
+        assert len(ids) == len(set(ids)), f"{trail}: a record appears twice"
 
 
 @pytest.fixture(scope="session")
