@@ -8,9 +8,10 @@ proxy does not know which one it talks to.
 from __future__ import annotations
 
 import hashlib
+import itertools
 import json
 import re
-import uuid
+import secrets
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
@@ -38,8 +39,14 @@ class DecisionCode(StrEnum):
     PDP_UNAUTHENTICATED = "pdp_unauthenticated"
 
 
+# Decision ids: 64 random bits per process, then a counter. As unique as uuid4 for the
+# audit trail, without a getrandom(2) system call and a UUID object per statement.
+_ID_PREFIX = secrets.token_hex(8)
+_id_counter = itertools.count()
+
+
 def new_decision_id() -> str:
-    return uuid.uuid4().hex
+    return f"{_ID_PREFIX}{next(_id_counter):016x}"
 
 
 def digest_of(document: Mapping[str, Any]) -> bytes:

@@ -313,16 +313,16 @@ class RelayCore:
 
     def _drain_client(self) -> DecisionRequest | None:
         while not self.terminated:
-            msg = self.client.next_message()
-            if msg is None:
+            raw = self.client.next_frame()
+            if raw is None:
                 return None
-            request = self._client_message(*msg)
+            request = self._client_message(raw[:1], raw)
             if request is not None:
                 return request
         return None
 
-    def _client_message(self, type_: bytes, body: bytes) -> DecisionRequest | None:
-        raw = m.frame(type_, body)
+    def _client_message(self, type_: bytes, raw: bytes) -> DecisionRequest | None:
+        body = raw[5:]
         if self._discard_until_sync:
             # After a refusal in the extended protocol, PostgreSQL discards until Sync.
             if type_ == b"S":

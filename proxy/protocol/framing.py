@@ -70,6 +70,25 @@ class FrameBuffer:
         self._pos = end
         return type_, bytes(buf[pos + 5 : end])
 
+    def next_frame(self) -> bytes | None:
+        """The next typed message whole (type byte, length, body), if whole: what a relay
+        forwards, without cutting the body out and framing it again."""
+        buf, pos = self._buf, self._pos
+        if len(buf) - pos < 5:
+            return None
+        _, length = _HEADER.unpack_from(buf, pos)
+        if length < 4:
+            raise ProtocolViolation(f"invalid message length {length}")
+        if length > self.max_message_size:
+            raise ProtocolViolation(
+                f"message of {length} bytes exceeds the maximum of {self.max_message_size}"
+            )
+        end = pos + 1 + length
+        if len(buf) < end:
+            return None
+        self._pos = end
+        return bytes(buf[pos:end])
+
     def take_rest(self) -> bytes:
         """Everything not yet returned (e.g. bytes that arrived before a TLS upgrade)."""
         rest = bytes(self._buf[self._pos :])
