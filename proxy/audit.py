@@ -29,7 +29,6 @@ import logging
 import os
 import struct
 import time
-import uuid
 import zlib
 from collections import OrderedDict
 from collections.abc import Awaitable, Callable, Mapping, Sequence
@@ -38,7 +37,14 @@ from pathlib import Path
 from typing import Any
 
 from pgwarden.config import Section
-from pgwarden.proxy.decision import Action, Decision, Identity, SessionFacts, SessionGrant
+from pgwarden.proxy.decision import (
+    Action,
+    Decision,
+    Identity,
+    SessionFacts,
+    SessionGrant,
+    new_decision_id,
+)
 from pgwarden.v1 import decision_pb2 as pb
 
 log = logging.getLogger("pgwarden.proxy.audit")
@@ -413,7 +419,7 @@ class AuditReporter:
         """Fill ``record`` (already in its batch: no copy) from a queued event; returns
         an estimate of its size in bytes."""
         kind = event[0]
-        record.record_id = uuid.uuid4().hex
+        record.record_id = new_decision_id()  # unique per process and call, no syscall
         if kind == _AUTH:
             _, now_ns, peer, code, sqlstate, context, session_id, database = event
             record.kind = pb.AUDIT_KIND_AUTH_REFUSED
