@@ -291,10 +291,6 @@ class RelayCore:
     def in_transaction(self) -> bool:
         return self.tx_status != "I"
 
-    @property
-    def waiting(self) -> bool:
-        return self._waiting is not None
-
     # -- client -> server --------------------------------------------------------------------
 
     def client_data(self, data: bytes) -> DecisionRequest | None:

@@ -231,13 +231,6 @@ class Close:
     name: str
 
 
-@dataclass(frozen=True, slots=True)
-class PasswordMessage:
-    """(F) A password, or SASL data, in answer to an authentication request."""
-
-    data: bytes
-
-
 def parse_query(body: bytes | memoryview) -> Query:
     """(F) Query."""
     r = _Reader(body)
@@ -345,11 +338,6 @@ def parse_close(body: bytes | memoryview) -> Close:
     c = Close(kind, r.cstring())
     r.end()
     return c
-
-
-def parse_password_message(body: bytes | memoryview) -> PasswordMessage:
-    """(F) PasswordMessage; a cleartext password is NUL-terminated, SASL data is not."""
-    return PasswordMessage(bytes(body))
 
 
 def build_query(sql: str) -> bytes:
