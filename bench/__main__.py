@@ -33,6 +33,7 @@ from typing import Any
 import asyncpg
 
 from bench import report
+from bench.bulk import PgwardenMaskedTarget, create_bulk_table, read_once, result_megabytes
 from bench.memory import measure_idle_memory
 from bench.pgbench import MODES, SCRIPTS, Cell, PgbenchError, run_pgbench
 from bench.profiles import record_profile
@@ -75,6 +76,12 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         "(a patched copy) to compare with in the same run",
     )
     p.add_argument("--scale", type=int, default=10, help="pgbench -i scale factor")
+    p.add_argument(
+        "--bulk-rounds",
+        type=int,
+        default=3,
+        help="interleaved rounds of the 1M-row bulk read (0: skip)",
+    )
     p.add_argument(
         "--idle-connections", type=int, default=1000, help="idle sessions for RSS (0: skip)"
     )
@@ -155,6 +162,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
         "machine": info,
         "throughput": [],
         "memory": [],
+        "bulk": [],
         "failures": [],
     }
     try:
@@ -212,6 +220,8 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     "summary": report.summarize_cell(samples[cell], names),
                 }
             )
+        if args.bulk_rounds:
+            results["bulk"] = measure_bulk(db, workdir, endpoints, args.bulk_rounds)
         if args.idle_connections:
             for target in targets:
                 if target.pid is None:
@@ -291,6 +301,8 @@ def publish(results: dict[str, Any], args: argparse.Namespace) -> Path:
         + "\n"
         + tables
         + "\n"
+        + report.bulk_markdown(results)
+        + "\n"
         + report.memory_markdown(results)
         + "\n"
         + report.checks_markdown(results["checks"])
@@ -306,6 +318,8 @@ def publish(results: dict[str, Any], args: argparse.Namespace) -> Path:
             + f"\nRaw numbers: [{out.name}]({json_link}).\n\n"
             + f"![TPS per configuration]({chart_link})\n\n"
             + tables
+            + "\n### Bulk read\n\n"
+            + report.bulk_markdown(results)
             + "\nIssue 9's targets measured by this run:\n\n"
             + report.checks_markdown(results["checks"])
             + "".join(f"\n- failed, left out: {f}" for f in results.get("failures", [])),
@@ -332,11 +346,40 @@ def publish(results: dict[str, Any], args: argparse.Namespace) -> Path:
     return out
 
 
+def measure_bulk(
+    db: BenchCluster, workdir: Path, endpoints: dict[str, Endpoint], rounds: int
+) -> list[dict[str, Any]]:
+    """The 1M-row read: direct, through pgwarden, through pgwarden masking one column;
+    interleaved rounds, the order rotated each round."""
+    create_bulk_table(db)
+    rows, megabytes = result_megabytes(db)
+    masked = PgwardenMaskedTarget()
+    paths = {"direct": db.direct(), "pgwarden-masked": masked.start(db, workdir)}
+    if "pgwarden" in endpoints:
+        paths["pgwarden"] = endpoints["pgwarden"]
+    names = list(paths)
+    reads: list[dict[str, Any]] = []
+    try:
+        for round_ in range(rounds):
+            order = names[round_ % len(names) :] + names[: round_ % len(names)]
+            for name in order:
+                read = read_once(db, name, paths[name], rows, megabytes)
+                reads.append({**read.to_json(), "round": round_})
+            log(
+                f"bulk round {round_ + 1}/{rounds}: "
+                + ", ".join(f"{r['target']} {r['mb_per_s']:.0f} MB/s" for r in reads[-len(names) :])
+            )
+    finally:
+        masked.stop()
+    return reads
+
+
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
     results = json.loads(args.report.read_text()) if args.report else run(args)
     out = publish(results, args)
     print(report.throughput_markdown(results))
+    print(report.bulk_markdown(results))
     print(report.memory_markdown(results))
     print(report.checks_markdown(results["checks"]))
     log(f"wrote {out}")

@@ -53,7 +53,7 @@ def client_transaction(mode: str, aid: int) -> bytes:
     """What pgbench (libpq) sends for one ``-S`` transaction."""
     if mode == "simple":
         # pgbench's own statement with its literal (an int), as pgbench sends it.
-        return m.build_query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {aid};")  # noqa: S608
+        return m.build_query(f"SELECT abalance FROM pgbench_accounts WHERE aid = {aid};")
     statement = "P0_0" if mode == "prepared" else ""
     execution = (
         m.build_bind("", statement, [str(aid).encode()])

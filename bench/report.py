@@ -160,6 +160,33 @@ def throughput_markdown(results: dict[str, Any]) -> str:
     return "\n".join(out)
 
 
+def bulk_markdown(results: dict[str, Any]) -> str:
+    reads = results.get("bulk") or []
+    if not reads:
+        return "Not measured in this run.\n"
+    by_target: dict[str, list[dict[str, Any]]] = {}
+    for r in reads:
+        by_target.setdefault(r["target"], []).append(r)
+    first = reads[0]
+    out = [
+        f"`SELECT id, email FROM bulk`: {first['rows']:,} rows, {first['megabytes']:.1f} MB "
+        "on the wire, read by psql into /dev/null; median of the rounds (min-max).",
+        "",
+        "| path | seconds | MB/s | rows/s | vs direct |",
+        "| --- | ---: | ---: | ---: | ---: |",
+    ]
+    direct = statistics.median(r["seconds"] for r in by_target.get("direct", reads))
+    for target, rs in by_target.items():
+        secs = sorted(r["seconds"] for r in rs)
+        median = statistics.median(secs)
+        out.append(
+            f"| {target} | {median:.2f} ({secs[0]:.2f}-{secs[-1]:.2f}) "
+            f"| {first['megabytes'] / median:.0f} | {first['rows'] / median:,.0f} "
+            f"| {direct / median:.2f} |"
+        )
+    return "\n".join(out) + "\n"
+
+
 def memory_markdown(results: dict[str, Any]) -> str:
     if not results["memory"]:
         return "Not measured in this run.\n"
