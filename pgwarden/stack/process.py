@@ -2,12 +2,14 @@
 
 from __future__ import annotations
 
+import asyncio
+import inspect
 import os
 import signal
 import socket
 import subprocess
 import time
-from collections.abc import Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping, Sequence
 from pathlib import Path
 
 POLL_INTERVAL_S = 0.02
@@ -56,6 +58,23 @@ def poll_until(
         if time.monotonic() >= deadline:
             raise StackError(f"{what}: not ready after {timeout_s:g}s")
         time.sleep(POLL_INTERVAL_S)
+
+
+async def poll_until_async(
+    condition: Callable[[], bool | Awaitable[bool]], *, timeout_s: float, what: str
+) -> None:
+    """:func:`poll_until` for asyncio code: the condition may be a coroutine function, and
+    the event loop runs between polls."""
+    deadline = time.monotonic() + timeout_s
+    while True:
+        result = condition()
+        if inspect.isawaitable(result):
+            result = await result
+        if result:
+            return
+        if time.monotonic() >= deadline:
+            raise StackError(f"{what}: not reached after {timeout_s:g}s")
+        await asyncio.sleep(POLL_INTERVAL_S)
 
 
 class ManagedProcess:

@@ -32,7 +32,7 @@ from pgwarden.proxy.pdp_client import PdpClient, PdpClientConfig
 from pgwarden.proxy.protocol import messages as m
 from pgwarden.proxy.server import ProxyServer
 from pgwarden.stack.postgres import PostgresCluster
-from pgwarden.stack.process import StackError, free_port
+from pgwarden.stack.process import StackError, free_port, poll_until_async
 from pgwarden.v1 import decision_pb2 as pb
 from tests.integration.rawpg import RawClient
 
@@ -223,10 +223,7 @@ async def start_audited_proxy(
 
 async def until(condition: Callable[[], bool], timeout_s: float = 30, what: str = "") -> None:
     """Poll ``condition`` (never a sleep as synchronisation: a poll with a deadline)."""
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, f"not reached: {what}"
-        await asyncio.sleep(0.01)
+    await poll_until_async(condition, timeout_s=timeout_s, what=what or "condition")
 
 
 @dataclass

@@ -3,7 +3,6 @@ code, and the same client object works again once the part is back."""
 
 from __future__ import annotations
 
-import asyncio
 import os
 import signal
 import socket
@@ -20,7 +19,7 @@ from pgwarden.pdp.harness import PdpProcess, write_example_policy
 from pgwarden.proxy.decision import Action, Decision, Identity, SessionFacts, Statement
 from pgwarden.proxy.pdp_client import PdpClient, PdpClientConfig
 from pgwarden.stack.opa import OpaServer
-from pgwarden.stack.process import free_port, poll_until
+from pgwarden.stack.process import free_port, poll_until, poll_until_async
 
 REPORTING = Identity("agent:reporting", "https://idp.example", ("analytics",), "jwt", {})
 SESSION = SessionFacts("s-outage", "edge-1", "10.0.0.7", "shop", "psql", True, "")
@@ -40,14 +39,15 @@ async def decide_timed(client: PdpClient) -> tuple[Decision, float]:
 
 async def until_allowed(client: PdpClient, *, timeout_s: float = 20.0) -> Decision:
     """Poll until the PDP answers again (the channel reconnects on its own)."""
-    deadline = time.monotonic() + timeout_s
-    while True:
+    last: list[Decision] = []
+
+    async def allowed() -> bool:
         decision, _ = await decide_timed(client)
-        if decision.action is Action.ALLOW:
-            return decision
-        if time.monotonic() > deadline:
-            raise AssertionError(f"still refused after {timeout_s}s: {decision}")
-        await asyncio.sleep(0.05)
+        last[:] = [decision]
+        return decision.action is Action.ALLOW
+
+    await poll_until_async(allowed, timeout_s=timeout_s, what="the PDP answering again")
+    return last[0]
 
 
 def readyz_status(pdp: PdpProcess) -> int:

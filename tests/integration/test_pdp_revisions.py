@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
 import json
 import time
 import uuid
@@ -14,7 +13,7 @@ import pytest
 from pgwarden.pdp.harness import PdpProcess, write_example_policy
 from pgwarden.proxy.decision import Action, Identity, SessionFacts, Statement
 from pgwarden.proxy.pdp_client import PdpClient, PdpClientConfig
-from pgwarden.stack.process import poll_until
+from pgwarden.stack.process import poll_until, poll_until_async
 
 REPORTING = Identity("agent:reporting", "https://idp.example", ("analytics",), "jwt", {})
 SESSION = SessionFacts("s-rev", "edge-1", "10.0.0.7", "shop", "psql", True, "")
@@ -28,11 +27,7 @@ async def eventually(
     condition: Callable[[], Awaitable[bool]], *, timeout_s: float = 15.0, what: str
 ) -> None:
     """Poll an async condition (never a fixed sleep)."""
-    deadline = time.monotonic() + timeout_s
-    while not await condition():
-        if time.monotonic() > deadline:
-            raise AssertionError(f"{what}: not true after {timeout_s}s")
-        await asyncio.sleep(0.02)
+    await poll_until_async(condition, timeout_s=timeout_s, what=what)
 
 
 @pytest.fixture

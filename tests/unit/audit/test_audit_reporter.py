@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import asyncio
-import time
 from collections.abc import Callable, Sequence
 from pathlib import Path
 
@@ -29,6 +27,7 @@ from pgwarden.proxy.decision import (
     Decision,
     SessionGrant,
 )
+from pgwarden.stack.process import poll_until_async
 from pgwarden.v1 import decision_pb2 as pb
 
 
@@ -49,10 +48,7 @@ class FakePdp:
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
-    deadline = time.monotonic() + timeout_s
-    while not condition():
-        assert time.monotonic() < deadline, "condition not reached"
-        await asyncio.sleep(0.005)
+    await poll_until_async(condition, timeout_s=timeout_s, what="condition")
 
 
 def config(tmp_path: Path, **overrides: object) -> AuditConfig:
