@@ -241,15 +241,22 @@ class ProxyServer:
         """Send a CancelRequest for the upstream session with ``key``."""
         target = self.config.upstream
         try:
-            _, writer = await asyncio.wait_for(
+            reader, writer = await asyncio.wait_for(
                 asyncio.open_connection(target.host, target.port), target.connect_timeout_s
             )
         except (OSError, TimeoutError):
             log.warning("cancel failed", extra={"event": "cancel_unreachable"})
             return
-        writer.write(m.build_cancel_request(key.process_id, key.secret_key))
-        await writer.drain()
-        writer.close()
+        try:
+            writer.write(m.build_cancel_request(key.process_id, key.secret_key))
+            await writer.drain()
+            # The postmaster closes the connection once it has signalled the backend: from
+            # then on the cancel can only hit what was running, never a later statement.
+            await asyncio.wait_for(reader.read(), target.connect_timeout_s)
+        except (OSError, TimeoutError):
+            log.warning("cancel not confirmed", extra={"event": "cancel_unconfirmed"})
+        finally:
+            writer.close()
 
 
 class ClientConnection(asyncio.Protocol):
@@ -275,6 +282,7 @@ class ClientConnection(asyncio.Protocol):
         self._timer: asyncio.TimerHandle | None = None
         self._paused_for_decision = False
         self._paused_for_upstream = False
+        self._paused_for_cancel = False
         self._admitted = False
         self._audit_required = self.config.audit is None or self.config.audit.required
 
@@ -672,10 +680,17 @@ class ClientConnection(asyncio.Protocol):
         self._paused_for_upstream = paused
         self._update_client_reading()
 
+    async def _cancel_for_row_limit(self, key: m.BackendKeyData) -> None:
+        try:
+            await self.server.cancel_upstream(key)
+        finally:
+            self._paused_for_cancel = False
+            self._update_client_reading()
+
     def _update_client_reading(self) -> None:
         if self.transport is None or self.transport.is_closing():
             return
-        if self._paused_for_decision or self._paused_for_upstream:
+        if self._paused_for_decision or self._paused_for_upstream or self._paused_for_cancel:
             self.transport.pause_reading()
         else:
             self.transport.resume_reading()
@@ -713,7 +728,11 @@ class ClientConnection(asyncio.Protocol):
             # A row limit was reached: stop the server producing the rest.
             relay.cancel_requested = False
             if self.upstream_key is not None:
-                self.server.spawn(self.server.cancel_upstream(self.upstream_key))
+                # Hold the client's next statements until the cancel has been delivered, so
+                # a late cancel cannot hit them.
+                self._paused_for_cancel = True
+                self._update_client_reading()
+                self._spawn(self._cancel_for_row_limit(self.upstream_key))
         if relay.to_server and self.upstream is not None:
             self.upstream.writelines(relay.to_server)
             relay.to_server.clear()
