@@ -161,7 +161,10 @@ def _write_proxy_config(
         f'[upstream]\nhost = "{cluster.host}"\nport = {cluster.port}\n'
         f'sslmode = "verify-full"\nca_file = "{cluster.tls_cert}"\n\n{roles}'
         f'[decision]\nmode = "pdp"\n\n[decision.pdp]\nendpoints = ["{pdp.address}"]\n'
-        f'token = "{pdp.token}"\n\n'
+        f'token = "{pdp.token}"\n'
+        # A first decision compiles OPA's query; on a busy laptop that can pass the
+        # production default of 250 ms, and the tour should not fail on it.
+        "deadline_ms = 2000\n\n"
         f'[auth]\ndev_tokens_file = "{tokens_file}"\n'
     )
     config.chmod(0o600)
