@@ -220,7 +220,7 @@ class LocalDecisionPoint:
         *,
         in_transaction: bool,
     ) -> list[Decision]:
-        return [self._decide_one(s) for s in statements]
+        return self.decide_now(identity, session, statements, in_transaction=in_transaction)
 
     def _decide_one(self, statement: Statement) -> Decision:
         sql = str(statement.facts.get("sql_normalized", ""))

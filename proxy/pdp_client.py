@@ -289,6 +289,13 @@ class PdpClient:
             response.decision_id,
         )
 
+    def _memo(self, identity: Identity, session: SessionFacts) -> tuple[Any, ...]:
+        """This session's digests and messages, computed once per session."""
+        memo = self._sessions.get(id(session))
+        if memo is None or memo[0] is not session or memo[1] is not identity:
+            memo = self._session_memo(identity, session)
+        return memo
+
     def decide_now(
         self,
         identity: Identity,
@@ -298,12 +305,10 @@ class PdpClient:
         in_transaction: bool,
     ) -> list[Decision] | None:
         """The decisions when all are cached (no task, no await), else None."""
-        memo = self._sessions.get(id(session))
-        if memo is None or memo[0] is not session or memo[1] is not identity:
-            try:
-                memo = self._session_memo(identity, session)
-            except (TypeError, ValueError) as exc:  # claims that are not JSON values
-                return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
+        try:
+            memo = self._memo(identity, session)
+        except (TypeError, ValueError) as exc:  # claims that are not JSON values
+            return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
         session_key: bytes = memo[3] if in_transaction else memo[2]
         cache = self.cache
         if len(statements) == 1:  # the hot path
@@ -326,12 +331,10 @@ class PdpClient:
         *,
         in_transaction: bool,
     ) -> list[Decision]:
-        memo = self._sessions.get(id(session))
-        if memo is None or memo[0] is not session or memo[1] is not identity:
-            try:
-                memo = self._session_memo(identity, session)
-            except (TypeError, ValueError) as exc:  # claims that are not JSON values
-                return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
+        try:
+            memo = self._memo(identity, session)
+        except (TypeError, ValueError) as exc:  # claims that are not JSON values
+            return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
         session_key: bytes = memo[3] if in_transaction else memo[2]
         cache = self.cache
         if len(statements) == 1:  # the hot path: one statement, usually cached

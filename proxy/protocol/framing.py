@@ -54,21 +54,8 @@ class FrameBuffer:
 
     def next_message(self) -> tuple[bytes, bytes] | None:
         """The next typed message as (type byte, body), if whole."""
-        buf, pos = self._buf, self._pos
-        if len(buf) - pos < 5:
-            return None
-        type_, length = _HEADER.unpack_from(buf, pos)
-        if length < 4:
-            raise ProtocolViolation(f"invalid message length {length}")
-        if length > self.max_message_size:
-            raise ProtocolViolation(
-                f"message of {length} bytes exceeds the maximum of {self.max_message_size}"
-            )
-        end = pos + 1 + length
-        if len(buf) < end:
-            return None
-        self._pos = end
-        return type_, bytes(buf[pos + 5 : end])
+        raw = self.next_frame()
+        return None if raw is None else (raw[:1], raw[5:])
 
     def next_frame(self) -> bytes | None:
         """The next typed message whole (type byte, length, body), if whole: what a relay
