@@ -362,10 +362,12 @@ class AuditReporter:
         session: SessionFacts,
         decision: Decision,
         facts: Mapping[str, Any] | None,
+        sqlstate: str,
     ) -> None:
         """A statement was refused (by the policy, the PDP, or the proxy itself) and never
-        reached the server; ``facts`` are its statement facts (None when it did not parse)."""
-        self._queue((_REFUSAL, time.time_ns(), identity, session, decision, facts))
+        reached the server; ``facts`` are its statement facts (None when it did not parse),
+        ``sqlstate`` the error the client got."""
+        self._queue((_REFUSAL, time.time_ns(), identity, session, decision, facts, sqlstate))
 
     def session_opened(
         self, identity: Identity, session: SessionFacts, grant: SessionGrant | None = None
@@ -383,6 +385,7 @@ class AuditReporter:
     def auth_refused(
         self,
         peer: str,
+        port: int,
         code: str,
         sqlstate: str,
         context: Mapping[str, str] | None = None,
@@ -397,6 +400,7 @@ class AuditReporter:
                 _AUTH,
                 time.time_ns(),
                 peer,
+                port,
                 str(code),
                 sqlstate,
                 dict(context or {}),
@@ -421,12 +425,13 @@ class AuditReporter:
         kind = event[0]
         record.record_id = new_decision_id()  # unique per process and call, no syscall
         if kind == _AUTH:
-            _, now_ns, peer, code, sqlstate, context, session_id, database = event
+            _, now_ns, peer, port, code, sqlstate, context, session_id, database = event
             record.kind = pb.AUDIT_KIND_AUTH_REFUSED
             record.time_unix_us = now_ns // 1000
             record.proxy_id = self.proxy_id
             record.session_id = session_id
             record.client_addr = peer
+            record.client_port = port
             record.database = database
             record.auth.code = code
             record.auth.sqlstate = sqlstate
@@ -448,6 +453,7 @@ class AuditReporter:
         record.identity.CopyFrom(pb_identity)
         record.database = session.database
         record.client_addr = session.client_addr
+        record.client_port = session.client_port
         record.application_name = session.application_name
         tally = self._sessions.get(session.id)
         if kind == _STATEMENT:
@@ -475,6 +481,8 @@ class AuditReporter:
             if event[5] is not None:
                 self._statement(record, event[5], None)
             self._decision(record, event[4])
+            record.outcome.status = "refused"
+            record.outcome.sqlstate = event[6]
             if tally is not None:
                 tally.refusals += 1
         elif kind == _OPEN:

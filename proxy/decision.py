@@ -86,6 +86,7 @@ class SessionFacts:
     application_name: str
     tls: bool
     requested_user: str
+    client_port: int = 0  # audit records only; not part of the input document
 
     def document(self, *, in_transaction: bool) -> dict[str, Any]:
         return {

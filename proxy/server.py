@@ -269,6 +269,7 @@ class ClientConnection(asyncio.Protocol):
         self.frames = FrameBuffer(self.config.max_message_size)
         self.transport: asyncio.Transport | None = None
         self.peer = ""
+        self._fatal_reason = ""  # why the proxy ended the session, for its audit record
         self.tls = False
         self.session_id = uuid.uuid4().hex
         self.parameters: dict[str, str] = {}
@@ -305,6 +306,7 @@ class ClientConnection(asyncio.Protocol):
         self.transport = cast(asyncio.Transport, transport)
         peer = transport.get_extra_info("peername")
         self.peer = str(peer[0]) if isinstance(peer, tuple) else "local"
+        self.peer_port = int(peer[1]) if isinstance(peer, tuple) else 0
         self.server.added(self)
         self._timer = asyncio.get_running_loop().call_later(
             self.config.startup_timeout_s, self._startup_timed_out
@@ -346,7 +348,9 @@ class ClientConnection(asyncio.Protocol):
             self.upstream.write(m.build_terminate())
             self.upstream.close()
         if self._admitted and self.identity is not None and self.facts is not None:
-            reason = "client closed" if exc is None else f"connection lost: {exc}"
+            reason = self._fatal_reason or (
+                "client closed" if exc is None else f"connection lost: {exc}"
+            )
             self.server.audit.session_closed(self.identity, self.facts, {"reason": reason})
         self.server.removed(self)
 
@@ -363,6 +367,7 @@ class ClientConnection(asyncio.Protocol):
 
     def fatal(self, sqlstate: str, message: str, detail: str | None = None) -> None:
         """(B) A FATAL ErrorResponse, then close the client and its upstream."""
+        self._fatal_reason = f"FATAL {sqlstate}: {message}"
         if self.transport is not None and not self.transport.is_closing():
             self.transport.write(
                 m.build_error_response(sqlstate, message, severity="FATAL", detail=detail)
@@ -373,8 +378,13 @@ class ClientConnection(asyncio.Protocol):
         self.phase = ClientPhase.CLOSED
 
     def _startup_timed_out(self) -> None:
-        if self.phase is not ClientPhase.RELAY:
-            self.fatal("08006", "pgwarden: startup and authentication did not finish in time")
+        if self.phase is ClientPhase.RELAY:
+            return
+        message = "pgwarden: startup and authentication did not finish in time"
+        if self._admitted:  # its session_close record says why it ended
+            self.fatal("08006", message)
+        else:
+            self._refuse_startup("startup_timeout", "08006", message)
 
     def _touch(self) -> None:
         """Traffic in either direction: restart the idle-session timer."""
@@ -453,7 +463,11 @@ class ClientConnection(asyncio.Protocol):
 
     def _startup_message(self, packet: m.StartupMessage) -> None:
         if not self.tls and self.config.require_tls and not self._plaintext_allowed():
-            self.fatal("28000", "pgwarden requires TLS: connect with sslmode=require or stricter")
+            self._refuse_startup(
+                "tls_required",
+                "28000",
+                "pgwarden requires TLS: connect with sslmode=require or stricter",
+            )
             return
         params = dict(packet.parameters)
         protocol_options = sorted(k for k in params if k.startswith("_pq_."))
@@ -462,7 +476,8 @@ class ClientConnection(asyncio.Protocol):
         for k in protocol_options:
             del params[k]
         if params.get("replication", "false").lower() not in FALSE_WORDS:
-            self.fatal(
+            self._refuse_startup(
+                "replication_refused",
                 "28000",
                 "pgwarden: replication connections are not allowed: they "
                 "bypass statement inspection",
@@ -471,21 +486,38 @@ class ClientConnection(asyncio.Protocol):
         params.pop("replication", None)
         user = params.pop("user", "")
         if not user:
-            self.fatal("28000", "no PostgreSQL user name specified in startup packet")
+            self._refuse_startup(
+                "no_user", "28000", "no PostgreSQL user name specified in startup packet"
+            )
             return
         database = params.pop("database", "") or user
         refused = sorted(k for k in params if k not in FORWARDED_PARAMETERS)
         if refused:
-            self.fatal(
+            self._refuse_startup(
+                "parameter_refused",
                 "42501",
                 f"pgwarden: startup parameter {refused[0]!r} is not allowed: "
                 "it would change the session without a statement the policy can see",
+                {"parameter": refused[0]},
             )
             return
         self.parameters = {"database": database, **params}
         self._requested_user = user
         self._write(m.build_authentication(m.AUTH_CLEARTEXT))
         self._set_phase(ClientPhase.AWAIT_PASSWORD)
+
+    def _refuse_startup(
+        self, code: str, sqlstate: str, message: str, context: dict[str, str] | None = None
+    ) -> None:
+        """A connection refused before authentication: logged, audited, FATAL."""
+        log.info(
+            "connection refused",
+            extra={"event": "startup_refused", "code": code, "peer": self.peer, **(context or {})},
+        )
+        self.server.audit.auth_refused(
+            self.peer, self.peer_port, code, sqlstate, context, session_id=self.session_id
+        )
+        self.fatal(sqlstate, message)
 
     def _plaintext_allowed(self) -> bool:
         if not self.config.allow_plaintext_loopback:
@@ -532,6 +564,7 @@ class ClientConnection(asyncio.Protocol):
             )
             self.server.audit.auth_refused(
                 self.peer,
+                self.peer_port,
                 exc.code,
                 exc.sqlstate,
                 exc.context,
@@ -549,6 +582,7 @@ class ClientConnection(asyncio.Protocol):
             application_name=self.parameters.get("application_name", ""),
             tls=self.tls,
             requested_user=self._requested_user,
+            client_port=self.peer_port,
         )
         self.facts = facts
         grant = await self.server.decision_point.open_session(identity, facts)
@@ -707,7 +741,7 @@ class ClientConnection(asyncio.Protocol):
             )
             decision = Decision(Action.DENY, (reason,), new_decision_id(), code="proxy_refused")
         facts = refused.analysis.statement.facts if refused.analysis is not None else None
-        self.server.audit.refusal(self.identity, self.facts, decision, facts)
+        self.server.audit.refusal(self.identity, self.facts, decision, facts, refused.sqlstate)
 
     def _executed(self, execution: Execution) -> None:
         assert self.identity is not None

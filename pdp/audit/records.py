@@ -67,6 +67,7 @@ def record_document(record: pb.AuditRecord) -> dict[str, Any]:
         },
         "database": record.database,
         "client_addr": record.client_addr,
+        "client_port": record.client_port,
         "application_name": record.application_name,
         "decision_id": record.decision.decision_id if record.HasField("decision") else "",
         "statement": None,

@@ -769,7 +769,10 @@ class AuditOutcome(_message.Message):
     SQLSTATE_FIELD_NUMBER: _builtins.int
     ROW_LIMIT_REACHED_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """"complete", "suspended" (portal read in chunks), "failed" or "skipped"."""
+    """"complete", "suspended" (portal read in chunks), "failed", "skipped", or "refused"
+    (a refusal record: the statement never reached the server; sqlstate is what the
+    client got).
+    """
     rows: _builtins.int
     """Rows sent to the client."""
     rows_affected: _builtins.int
@@ -912,6 +915,7 @@ class AuditRecord(_message.Message):
     OUTCOME_FIELD_NUMBER: _builtins.int
     SESSION_STATS_FIELD_NUMBER: _builtins.int
     AUTH_FIELD_NUMBER: _builtins.int
+    CLIENT_PORT_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
     kind: Global___AuditKind.ValueType
     time_unix_us: _builtins.int
@@ -921,6 +925,10 @@ class AuditRecord(_message.Message):
     database: _builtins.str
     client_addr: _builtins.str
     application_name: _builtins.str
+    client_port: _builtins.int
+    """The client's TCP port (0 over a Unix socket): with client_addr, the connection as
+    network logs name it.
+    """
     @_builtins.property
     def identity(self) -> Global___Identity:
         """Subject, issuer, groups and auth method (claims are not recorded)."""
@@ -952,10 +960,11 @@ class AuditRecord(_message.Message):
         outcome: Global___AuditOutcome | None = ...,
         session_stats: Global___AuditSessionStats | None = ...,
         auth: Global___AuditAuthRefusal | None = ...,
+        client_port: _builtins.int = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["auth", b"auth", "decision", b"decision", "identity", b"identity", "outcome", b"outcome", "session_stats", b"session_stats", "statement", b"statement"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_name", b"application_name", "auth", b"auth", "client_addr", b"client_addr", "database", b"database", "decision", b"decision", "identity", b"identity", "kind", b"kind", "outcome", b"outcome", "proxy_id", b"proxy_id", "record_id", b"record_id", "session_id", b"session_id", "session_stats", b"session_stats", "statement", b"statement", "time_unix_us", b"time_unix_us"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["application_name", b"application_name", "auth", b"auth", "client_addr", b"client_addr", "client_port", b"client_port", "database", b"database", "decision", b"decision", "identity", b"identity", "kind", b"kind", "outcome", b"outcome", "proxy_id", b"proxy_id", "record_id", b"record_id", "session_id", b"session_id", "session_stats", b"session_stats", "statement", b"statement", "time_unix_us", b"time_unix_us"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 

@@ -7,6 +7,7 @@ import signal
 import socket
 from collections.abc import Callable
 from pathlib import Path
+from typing import Any
 
 import psycopg
 import pytest
@@ -87,24 +88,42 @@ def test_newer_minor_version_gets_negotiate_protocol_version(proxy: ProxyUnderTe
 
 
 @pytest.mark.parametrize(
-    ("params", "phrase"),
+    ("params", "phrase", "code"),
     [
-        ({"options": "-c role=postgres"}, "'options' is not allowed"),
-        ({"standard_conforming_strings": "off"}, "'standard_conforming_strings' is not allowed"),
-        ({"replication": "database"}, "replication connections are not allowed"),
+        ({"options": "-c role=postgres"}, "'options' is not allowed", "parameter_refused"),
+        (
+            {"standard_conforming_strings": "off"},
+            "'standard_conforming_strings' is not allowed",
+            "parameter_refused",
+        ),
+        (
+            {"replication": "database"},
+            "replication connections are not allowed",
+            "replication_refused",
+        ),
     ],
 )
-def test_startup_parameters_that_bypass_inspection_are_refused(
+def test_startup_parameters_that_bypass_inspection_are_refused_and_audited(
     proxy: ProxyUnderTest,
     params: dict[str, str],
     phrase: str,
+    code: str,
 ) -> None:
+    def refusals() -> list[dict[str, Any]]:
+        return [r for r in proxy.audit_records() if r["kind"] == "auth_refused"]
+
+    before = len(refusals())
     with RawClient(proxy.host, proxy.port) as c:
         c.send(m.build_startup_message({"user": "a", "database": TEST_DB, **params}))
         err = c.error()
         assert c.read() is None
     assert err.fields["S"] == "FATAL"
     assert phrase in err.message
+    proxy.process.wait_ready(lambda: len(refusals()) > before)
+    [record] = refusals()[before:]
+    assert record["auth"]["code"] == code
+    assert record["auth"]["sqlstate"] == err.sqlstate
+    assert record["client_port"] > 0
 
 
 def upstream_backends(proxy: ProxyUnderTest) -> int:
@@ -135,6 +154,12 @@ def test_oversized_message_is_fatal(make_proxy: Callable[..., ProxyUnderTest]) -
         err = c.error()
     assert err.sqlstate == "08P01"
     assert "exceeds the maximum of 4096" in err.message
+    # The session's audit record says why the proxy ended it.
+    small.process.wait_ready(
+        lambda: any(r["kind"] == "session_close" for r in small.audit_records())
+    )
+    [closed] = [r for r in small.audit_records() if r["kind"] == "session_close"]
+    assert closed["session_stats"]["reason"].startswith("FATAL 08P01: protocol violation")
 
 
 def test_function_call_message_is_refused_and_the_session_goes_on(proxy: ProxyUnderTest) -> None:
@@ -158,6 +183,9 @@ def test_startup_timeout(make_proxy: Callable[..., ProxyUnderTest]) -> None:
         err = c.error()  # no password is ever sent
     assert err.sqlstate == "08006"
     assert "did not finish in time" in err.message
+    quick.process.wait_ready(lambda: bool(quick.audit_records()))
+    [refused] = quick.audit_records()
+    assert (refused["kind"], refused["auth"]["code"]) == ("auth_refused", "startup_timeout")
 
 
 def test_idle_timeout(make_proxy: Callable[..., ProxyUnderTest]) -> None:
@@ -172,7 +200,7 @@ def test_graceful_shutdown(make_proxy: Callable[..., ProxyUnderTest]) -> None:
     proxy = make_proxy("", name="shutdown-proxy", proxy_settings="shutdown_grace_s = 30\n")
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
         proxy.process.send_signal(signal.SIGTERM)
-        proxy.process.wait_ready(lambda: not port_accepts(proxy.host, proxy.port))
+        proxy.process.wait_ready(lambda: not port_accepts(proxy.host, proxy.listen_port))
         # The session that was open keeps working during the grace period.
         assert conn.execute("SELECT 'still here'").fetchone() == ("still here",)
     proxy.process.wait_ready(lambda: proxy.process.exit_message() is not None)

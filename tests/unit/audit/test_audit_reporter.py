@@ -207,10 +207,15 @@ async def test_allow_refusal_and_auth_records(tmp_path: Path) -> None:
     reporter = await AuditReporter(config(tmp_path), pdp.send, proxy_id="edge-1").start()
     facts = select_execution().facts
     deny = Decision(Action.DENY, ("no", "[pdp_unavailable]"), "d-x", code="pdp_unavailable")
-    reporter.refusal(IDENTITY, SESSION, deny, facts)
-    reporter.refusal(IDENTITY, SESSION, deny, None)
+    reporter.refusal(IDENTITY, SESSION, deny, facts, "42501")
+    reporter.refusal(IDENTITY, SESSION, deny, None, "42601")
     reporter.auth_refused(
-        "10.0.0.9", AuthFailure.BAD_SIGNATURE, "28P01", {"issuer": "https://idp"}, session_id="s9"
+        "10.0.0.9",
+        50123,
+        AuthFailure.BAD_SIGNATURE,
+        "28P01",
+        {"issuer": "https://idp"},
+        session_id="s9",
     )
     await reporter.close()
     refusal, unparsed, auth = pdp.records
@@ -221,7 +226,9 @@ async def test_allow_refusal_and_auth_records(tmp_path: Path) -> None:
     assert not unparsed.HasField("statement")
     assert unparsed.decision.cached  # the same decision id was reported before
     assert auth.kind == pb.AUDIT_KIND_AUTH_REFUSED
-    assert (auth.client_addr, auth.session_id) == ("10.0.0.9", "s9")
+    assert (auth.client_addr, auth.client_port, auth.session_id) == ("10.0.0.9", 50123, "s9")
+    assert (refusal.outcome.status, refusal.outcome.sqlstate) == ("refused", "42501")
+    assert unparsed.outcome.sqlstate == "42601"
     assert (auth.auth.code, auth.auth.sqlstate) == ("bad_signature", "28P01")
     assert dict(auth.auth.context) == {"issuer": "https://idp"}
 
