@@ -8,6 +8,7 @@ import shutil
 from collections.abc import Callable, Iterator
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -19,6 +20,7 @@ from pgwarden.stack.pgwarden_process import PgwardenProcess
 from pgwarden.stack.postgres import PostgresCluster
 from pgwarden.stack.process import free_port
 from tests.integration.stack_fixtures import stack_state_dir
+from tests.integration.wiretap import WiretapProcess, proxy_certificate, reconcile
 
 IDENTITIES = {
     "agent:reporting": ["analytics"],
@@ -32,13 +34,20 @@ TEST_DB = "proxytest"
 
 @dataclass
 class ProxyUnderTest:
-    """A running proxy and how to reach it."""
+    """A running proxy and how to reach it: clients use ``port``, the suite's wiretap in
+    front of the proxy's own ``listen_port``."""
 
     host: str
     port: int
     tokens: dict[str, str]
     process: PgwardenProcess
     cluster: PostgresCluster
+    listen_port: int
+
+    def audit_records(self) -> list[dict[str, Any]]:
+        """The proxy's audit trail so far (``[decision] mode = "local"`` writes it itself)."""
+        trail = self.process.log_path.parent / "audit.jsonl"
+        return [json.loads(t) for _, t in read_jsonl_lines(trail)] if trail.exists() else []
 
     def dsn(self, subject: str = "agent:reporting", dbname: str = TEST_DB, **extra: str) -> str:
         params = "&".join(f"{k}={v}" for k, v in {"sslmode": "disable", **extra}.items())
@@ -95,8 +104,10 @@ def make_proxy(
     proxy_db: str,
     tmp_path_factory: pytest.TempPathFactory,
 ) -> Iterator[Callable[..., ProxyUnderTest]]:
-    """Start real proxy processes (``python -m pgwarden proxy``); all stopped at the end."""
-    started: list[PgwardenProcess] = []
+    """Start real proxy processes (``python -m pgwarden proxy``), each behind a wiretap;
+    all stopped at the end, then each proxy's audit trail is checked: one intact chain, and
+    every statement its clients saw end recorded once with the rows and bytes they got."""
+    started: list[tuple[PgwardenProcess, WiretapProcess]] = []
 
     def make(
         extra_config: str = "",
@@ -126,22 +137,25 @@ def make_proxy(
         process = PgwardenProcess(
             "proxy", config, host="127.0.0.1", port=port, log_path=base / "proxy.log"
         )
-        started.append(process)
+        tap = WiretapProcess(base, ("127.0.0.1", port), tls=proxy_certificate(config))
+        started.append((process, tap))
         process.start_and_wait()
-        return ProxyUnderTest("127.0.0.1", port, tokens, process, pg_cluster)
+        tap.start_and_wait()
+        return ProxyUnderTest("127.0.0.1", tap.port, tokens, process, pg_cluster, port)
 
     yield make
-    for process in started:
+    for process, tap in started:
         process.stop()
-    # Every proxy of the suite kept its audit trail: one intact chain, each record once.
-    for process in started:
+        tap.stop()
+    for process, tap in started:
         trail = process.log_path.parent / "audit.jsonl"
-        if not trail.exists():
-            continue
+        records = [json.loads(text) for _, text in read_jsonl_lines(trail)]
         result = verify(read_jsonl_lines(trail))
         assert result.ok, f"{trail}: {result.first_break}"
-        ids = [json.loads(line)["record_id"] for line in trail.read_text().splitlines()]
+        ids = [r["record_id"] for r in records]
         assert len(ids) == len(set(ids)), f"{trail}: a record appears twice"
+        problems = reconcile(tap.connections(), records)
+        assert not problems, f"{trail} against {tap.out}:\n" + "\n".join(problems)
 
 
 @pytest.fixture(scope="session")
@@ -163,8 +177,20 @@ def stack(policy_copy: Path) -> Iterator[local.Stack]:
     """The reference scenario running: PostgreSQL, PDP + OPA (a copy of the pack), proxy."""
     base = stack_state_dir()
     running = local.start(base / "state", policies=policy_copy)
+    proxy = running.info["proxy"]
+    tls = (running.state_dir / "tls" / "cert.pem", running.state_dir / "tls" / "key.pem")
+    tap = WiretapProcess(base, (proxy["host"], proxy["port"]), tls=tls)
     try:
+        tap.start_and_wait()
+        # The tests reach the proxy through the tap.
+        running.info = {**running.info, "proxy": {**proxy, "port": tap.port}}
         yield running
     finally:
         running.stop()
-        shutil.rmtree(base, ignore_errors=True)
+        tap.stop()
+    # Every statement the module's clients saw end is in the PDP's audit store, once.
+    audit = Path(running.info["audit"]["file"])
+    records = [json.loads(text) for _, text in read_jsonl_lines(audit)]
+    problems = reconcile(tap.connections(), records)
+    shutil.rmtree(base, ignore_errors=True)
+    assert not problems, f"{audit} against {tap.out}:\n" + "\n".join(problems)
