@@ -687,6 +687,14 @@ class RelayCore:
         replacement: bytes | None = None
         if self._denials and self.marker.encode() in body:
             replacement = self._denials.popleft().error  # ours: the refused statement
+        if self._head is None:
+            # An error before the first pending Execute's result (a Bind that fails, e.g.
+            # a parameter of the wrong type or constant folding of 1/0 at planning; or a
+            # Describe) is that execution's failure, not a reason to call it skipped.
+            while self._replies and self._replies[0] is not _SYNC:
+                if isinstance(self._replies[0], Execution):
+                    break
+                self._pop_reply()
         head = self._head
         if head is not None:
             if head.limit_reached:

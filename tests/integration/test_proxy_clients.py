@@ -236,3 +236,30 @@ def test_asyncio_many_sessions_at_once(proxy: ProxyUnderTest) -> None:
         return await asyncio.gather(*(one(i) for i in range(40)))
 
     assert asyncio.run(many()) == [i * 2 for i in range(40)]
+
+
+def test_errors_at_bind_are_recorded_as_the_statements_failure(proxy: ProxyUnderTest) -> None:
+    """libpq sends Parse/Bind/Describe/Execute/Sync; these fail at Bind (1/0 is folded
+    by the planner; 'abc' is no integer), before their Execute runs: the audit trail
+    must say failed with the client's SQLSTATE, not skipped."""
+    with psycopg.connect(proxy.dsn(application_name="bind-errors"), autocommit=True) as conn:
+        for query, params, sqlstate in [
+            ("SELECT 1/0", None, "22012"),
+            ("SELECT id FROM items WHERE id = %s::int", ["abc"], "22P02"),
+        ]:
+            with pytest.raises(psycopg.Error) as err:
+                conn.execute(query, params)
+            assert err.value.sqlstate == sqlstate
+
+    def statements() -> list[dict[str, object]]:
+        return [
+            r["outcome"]
+            for r in proxy.audit_records()
+            if r["application_name"] == "bind-errors" and r["kind"] == "statement"
+        ]
+
+    proxy.process.wait_ready(lambda: len(statements()) == 2)
+    assert [(o["status"], o["sqlstate"]) for o in statements()] == [  # type: ignore[index]
+        ("failed", "22012"),
+        ("failed", "22P02"),
+    ]

@@ -436,6 +436,25 @@ def test_executions_after_an_error_are_skipped() -> None:
     assert [(e.status, e.sqlstate) for e in p.completed] == [("failed", "22012"), ("skipped", "")]
 
 
+def test_an_error_at_bind_fails_the_execution_it_was_for() -> None:
+    # psycopg and JDBC send Parse/Bind/Describe/Execute/Sync; SELECT 1/0 fails at Bind
+    # (the planner folds the constant), before the Describe is answered.
+    p = PolicyRelay()
+    p.send(
+        m.build_parse("", "select 1/0")
+        + m.build_bind("", "")
+        + m.build_describe("P", "")
+        + m.build_execute("")
+        + m.build_sync()
+    )
+    p.relay.server_data(
+        b"1\0\0\0\x04"  # ParseComplete
+        + m.build_error_response("22012", "division by zero")
+        + m.build_ready_for_query("I")
+    )
+    assert [(e.status, e.sqlstate) for e in p.completed] == [("failed", "22012")]
+
+
 def test_refusals_are_reported_with_their_decision_or_the_proxys_reason() -> None:
     refused: list[Refused] = []
     relay = RelayCore(WordAnalyzer(), max_message_size=1 << 20, on_refused=refused.append)
