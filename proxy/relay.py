@@ -194,7 +194,7 @@ class Execution:
         self.bytes_sent = 0
         self.sqlstate = ""
         self.limit_reached = False
-        self.status = "pending"  # pending, complete, suspended, failed, skipped
+        self.status = "pending"  # pending, complete, suspended, failed, skipped, interrupted
         self.started_ns = time.monotonic_ns()
         self.finished_ns = 0
 
@@ -722,6 +722,24 @@ class RelayCore:
         if execution.limit_reached and status != "failed":
             return row_limit_error(execution)
         return None
+
+    def abandon(self) -> None:
+        """The session ended with replies outstanding (the client or the server went
+        away): report the statement in progress as ``interrupted``, with the rows and
+        bytes it had sent, and those behind it as ``skipped``."""
+        interrupted = False
+        while self._replies:
+            reply = self._pop_reply()
+            if not isinstance(reply, Execution):
+                continue
+            if interrupted:
+                self._skip(reply)
+                continue
+            interrupted = True
+            reply.status = "interrupted"
+            reply.finished_ns = time.monotonic_ns()
+            if self.on_complete is not None:
+                self.on_complete(reply)
 
     def _skip(self, reply: _Reply) -> None:
         if isinstance(reply, Execution):

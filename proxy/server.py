@@ -347,6 +347,8 @@ class ClientConnection(asyncio.Protocol):
         if self.upstream is not None and not self.upstream.is_closing():
             self.upstream.write(m.build_terminate())
             self.upstream.close()
+        if self.relay is not None:
+            self.relay.abandon()  # statements cut off by the end of the session
         if self._admitted and self.identity is not None and self.facts is not None:
             reason = self._fatal_reason or (
                 "client closed" if exc is None else f"connection lost: {exc}"

@@ -769,9 +769,10 @@ class AuditOutcome(_message.Message):
     SQLSTATE_FIELD_NUMBER: _builtins.int
     ROW_LIMIT_REACHED_FIELD_NUMBER: _builtins.int
     status: _builtins.str
-    """"complete", "suspended" (portal read in chunks), "failed", "skipped", or "refused"
-    (a refusal record: the statement never reached the server; sqlstate is what the
-    client got).
+    """"complete", "suspended" (portal read in chunks), "failed", "skipped",
+    "interrupted" (the session ended before the statement did: rows and bytes are what it
+    had sent), or "refused" (a refusal record: the statement never reached the server;
+    sqlstate is what the client got).
     """
     rows: _builtins.int
     """Rows sent to the client."""

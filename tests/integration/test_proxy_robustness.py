@@ -273,3 +273,29 @@ def test_upstream_verify_full_refuses_an_unknown_ca(
     proxy = make_proxy(name="upstream-bad-ca", upstream_settings=settings)
     with pytest.raises(psycopg.OperationalError, match="certificate verify failed"):
         psycopg.connect(proxy.dsn()).close()
+
+
+def test_a_client_that_drops_mid_result_leaves_a_record_of_what_it_was_sent(
+    proxy: ProxyUnderTest,
+) -> None:
+    with RawClient(proxy.host, proxy.port) as c:
+        c.login("a", proxy.tokens["agent:reporting"], TEST_DB, application_name="dropper")
+        c.send(m.build_query("SELECT g, repeat('x', 100) FROM generate_series(1, 1000000) g"))
+        received = 0
+        while received < 1000:  # read some rows, then hang up without a word
+            message = c.read()
+            assert message is not None
+            received += message[0] == b"D"
+
+    def interrupted() -> list[dict[str, Any]]:
+        return [
+            r
+            for r in proxy.audit_records()
+            if r["application_name"] == "dropper" and r["kind"] == "statement"
+        ]
+
+    proxy.process.wait_ready(lambda: bool(interrupted()))
+    [record] = interrupted()
+    assert record["outcome"]["status"] == "interrupted"
+    assert received <= record["outcome"]["rows"] < 1_000_000
+    assert record["outcome"]["bytes_sent"] >= received * 115  # DataRow of (int, 100 chars)

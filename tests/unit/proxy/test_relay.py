@@ -455,6 +455,20 @@ def test_an_error_at_bind_fails_the_execution_it_was_for() -> None:
     assert [(e.status, e.sqlstate) for e in p.completed] == [("failed", "22012")]
 
 
+def test_a_session_that_ends_mid_result_reports_what_was_sent() -> None:
+    p = PolicyRelay()
+    p.send(m.build_query("select 1; select 2"))
+    rows = data_row(b"1") + data_row(b"2")
+    p.relay.server_data(row_description(("id", 0, 0, 23)) + rows)
+    p.relay.abandon()
+    assert [(e.status, e.rows, e.bytes_sent) for e in p.completed] == [
+        ("interrupted", 2, len(rows)),
+        ("skipped", 0, 0),
+    ]
+    p.relay.abandon()  # nothing is reported twice
+    assert len(p.completed) == 2
+
+
 def test_refusals_are_reported_with_their_decision_or_the_proxys_reason() -> None:
     refused: list[Refused] = []
     relay = RelayCore(WordAnalyzer(), max_message_size=1 << 20, on_refused=refused.append)
