@@ -35,6 +35,7 @@ from pgwarden.stack.postgres import PostgresCluster
 from pgwarden.stack.process import StackError, free_port, poll_until_async
 from pgwarden.v1 import decision_pb2 as pb
 from tests.integration.rawpg import RawClient
+from tests.integration.wiretap import WiretapProcess, reconcile
 
 SENTINEL = "zq-sentinel-5d2e91"
 
@@ -151,16 +152,24 @@ def audit_store(
 
 @dataclass
 class AuditedProxy:
+    """The in-process proxy, reached through a wiretap (``port``)."""
+
     server: ProxyServer
     reporter: AuditReporter
     client: PdpClient
     token: str
     spool_dir: Path
     database: str
+    tap: WiretapProcess
 
     @property
     def port(self) -> int:
-        return self.server.port
+        return self.tap.port
+
+    def reconcile(self, records: list[dict[str, Any]]) -> list[str]:
+        """Stop the tap, then compare what its clients received with ``records``."""
+        self.tap.stop()
+        return reconcile(self.tap.connections(), records)
 
 
 @contextmanager
@@ -209,12 +218,15 @@ async def start_audited_proxy(
             )
             await authenticator.warm_up()
             await server.start()
-        proxy = AuditedProxy(server, reporter, client, token, spool_dir, proxy_db)
+        tap = WiretapProcess(tmp_path, ("127.0.0.1", server.port))
+        await asyncio.to_thread(tap.start_and_wait)
+        proxy = AuditedProxy(server, reporter, client, token, spool_dir, proxy_db, tap)
         started.append((proxy, authenticator))
         return proxy
 
     yield start
     for proxy, authenticator in started:
+        proxy.tap.process.stop()
         await proxy.server.shutdown(1.0)
         await proxy.reporter.close(timeout_s=1.0)
         await proxy.client.close()
@@ -370,6 +382,7 @@ async def test_every_statement_is_recorded_once_with_what_the_client_received(
         assert record["replica_id"] == "pdp-e2e"
     assert len({r["record_id"] for r in stored}) == len(stored)
     assert audit_store.verify().ok
+    assert proxy.reconcile(stored) == []
     # Acceptance 4: the sentinel (a WHERE literal and a Bind parameter) is nowhere.
     places = {
         "audit store": audit_store.text(),
@@ -438,6 +451,7 @@ async def test_kill_9_of_the_pdp_mid_load_keeps_every_statement_exactly_once(
     result = audit_store.verify()
     assert result.ok, result.breaks
     assert result.heads["pdp-k"].seq == len(stored)
+    assert proxy.reconcile(stored) == []
     assert 'pgwarden_pdp_audit_records_total{result="stored"}' in metrics
 
 
@@ -571,6 +585,7 @@ async def test_audit_required_refuses_statements_while_records_cannot_be_made_du
     [refusal] = [r for r in stored if r["kind"] == "refusal"]
     assert refusal["decision"]["code"] == "audit_unavailable"
     assert len({r["record_id"] for r in stored}) == len(stored)
+    assert proxy.reconcile(stored) == []
     assert verify(read_jsonl_lines(audit_file)).ok
 
 
@@ -633,3 +648,4 @@ async def test_psycopg_executions_pipelines_and_copy_are_recorded_once(
     assert [r["kind"] for r in stored] == ["session_open"] + ["statement"] * 7 + ["session_close"]
     assert SENTINEL not in audit_file.read_text()
     assert verify(read_jsonl_lines(audit_file)).ok
+    assert proxy.reconcile(jsonl_records(audit_file)) == []
