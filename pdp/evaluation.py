@@ -1,30 +1,33 @@
 """Evaluation: ask OPA for ``data.pgwarden.decision`` / ``data.pgwarden.session``.
 
-One :class:`OpaTarget` per OPA instance: an opa-python-client ``AsyncOpaClient`` (one
-aiohttp session, so connections are reused) and the revision that instance was loaded
-with. Requests take the target in force when they start, so the revision a decision
-reports is the one it was evaluated with, even while the supervisor swaps instances.
+One :class:`OpaTarget` per OPA instance: the decision queries go through
+:class:`~pgwarden.pdp.opa_http.OpaDataClient` (kept-alive connections, a fraction of an
+aiohttp request's cost: see that module), the health checks and the policy listing through
+opa-python-client's ``AsyncOpaClient``; and the revision that instance was loaded with.
+Requests take the target in force when they start, so the revision a decision reports is
+the one it was evaluated with, even while the supervisor swaps instances.
 
 Every failure becomes a refusal with its own code, never an exception: connection refused
 or reset → ``opa_unavailable``; no answer within the timeout → ``opa_timeout``; an
-evaluation error (e.g. conflicting complete rules: several results) → ``invalid_decision``.
-A batch is evaluated with concurrent queries (see Evaluator.decide). The client's own
-retries are disabled (``retries=0``): retrying with sleeps would blow
-the proxy's deadline; the proxy's next statement is the retry.
+evaluation error (e.g. conflicting complete rules: several results; OPA answers HTTP 500)
+→ ``invalid_decision``. A batch is evaluated with concurrent queries (see
+Evaluator.decide). Nothing retries with sleeps (the opa-python-client has ``retries=0``):
+that would blow the proxy's deadline; the proxy's next statement is the retry.
 """
 
 from __future__ import annotations
 
 import asyncio
+import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
-import aiohttp
 from opa_client.opa_async import AsyncOpaClient
 
+from pgwarden.pdp.opa_http import OpaDataClient, OpaHttpError
 from pgwarden.pdp.response import (
     PolicyDecision,
     SessionDecision,
@@ -49,31 +52,24 @@ class OpaError(Exception):
         self.reason = reason
 
 
-def opa_client_for(url: str, *, timeout_s: float, token: str | None = None) -> AsyncOpaClient:
+def _address(url: str) -> tuple[str, int, bool]:
     parts = urlsplit(url)
     if parts.scheme not in ("http", "https") or not parts.hostname:
         raise ValueError(f"not an OPA URL: {url!r}")
-    port = parts.port or (443 if parts.scheme == "https" else 80)
-    return AsyncOpaClient(
-        host=parts.hostname,
-        port=port,
-        ssl=parts.scheme == "https",
-        token=token,
-        retries=0,
-        timeout=timeout_s,
-    )
+    tls = parts.scheme == "https"
+    return parts.hostname, parts.port or (443 if tls else 80), tls
+
+
+def opa_client_for(url: str, *, timeout_s: float, token: str | None = None) -> AsyncOpaClient:
+    host, port, tls = _address(url)
+    return AsyncOpaClient(host=host, port=port, ssl=tls, token=token, retries=0, timeout=timeout_s)
 
 
 def _error_of(exc: BaseException) -> OpaError:
-    # aiohttp's ServerTimeoutError is both a connection error and a timeout: timeout first.
-    if isinstance(exc, TimeoutError | asyncio.TimeoutError):
+    if isinstance(exc, OpaError):
+        return exc
+    if isinstance(exc, TimeoutError):
         return OpaError(DecisionCode.OPA_TIMEOUT, "OPA did not answer in time")
-    if isinstance(exc, aiohttp.ClientResponseError) and exc.status == 500:
-        return OpaError(
-            DecisionCode.INVALID_DECISION, "policy evaluation failed (OPA returned HTTP 500)"
-        )
-    if isinstance(exc, aiohttp.ClientResponseError):
-        return OpaError(DecisionCode.OPA_UNAVAILABLE, f"OPA returned HTTP {exc.status}")
     return OpaError(DecisionCode.OPA_UNAVAILABLE, f"OPA is unreachable ({type(exc).__name__})")
 
 
@@ -83,7 +79,8 @@ class OpaTarget:
 
     url: str
     revision: str
-    client: AsyncOpaClient
+    client: AsyncOpaClient  # health checks, the policy listing
+    data: OpaDataClient  # decisions
 
     @classmethod
     async def open(
@@ -91,25 +88,43 @@ class OpaTarget:
     ) -> OpaTarget:
         client = opa_client_for(url, timeout_s=timeout_s, token=token)
         await client._init_session()  # the async client's own way to open its session
-        return cls(url, revision, client)
+        host, port, tls = _address(url)
+        data = OpaDataClient(host, port, tls=tls, token=token, timeout_s=timeout_s)
+        return cls(url, revision, client, data)
 
     async def close(self) -> None:
+        await self.data.close()
         await self.client.close_connection()
 
     async def healthy(self) -> bool:
         return bool(await self.client.check_health())
 
     async def query(self, rule: str, document: dict[str, Any]) -> dict[str, Any]:
+        body = json.dumps({"input": document}, separators=(",", ":")).encode()
         try:
-            result: dict[str, Any] = await self.client.query_rule(document, DECISION_PACKAGE, rule)
-        except Exception as exc:
-            raise _error_of(exc) from exc
+            answer = await self.data.post(f"/v1/data/{DECISION_PACKAGE}/{rule}", body)
+        except OpaHttpError as exc:
+            if exc.timeout:
+                raise OpaError(DecisionCode.OPA_TIMEOUT, "OPA did not answer in time") from exc
+            raise OpaError(
+                DecisionCode.OPA_UNAVAILABLE, f"OPA is unreachable ({exc.kind})"
+            ) from exc
+        if answer.status == 500:
+            raise OpaError(
+                DecisionCode.INVALID_DECISION, "policy evaluation failed (OPA returned HTTP 500)"
+            )
+        if answer.status != 200:
+            raise OpaError(DecisionCode.OPA_UNAVAILABLE, f"OPA returned HTTP {answer.status}")
+        try:
+            result = json.loads(answer.body)
+        except ValueError as exc:
+            raise OpaError(DecisionCode.OPA_UNAVAILABLE, "OPA's answer is not JSON") from exc
+        if not isinstance(result, dict):
+            raise OpaError(DecisionCode.OPA_UNAVAILABLE, "OPA's answer is not a JSON object")
         return result
 
 
 def _decision_or_refusal(outcome: dict[str, Any] | BaseException) -> PolicyDecision:
-    if isinstance(outcome, OpaError):
-        return PolicyDecision.refusal(outcome.code, outcome.reason)
     if isinstance(outcome, BaseException):
         error = _error_of(outcome)
         return PolicyDecision.refusal(error.code, error.reason)

@@ -375,7 +375,7 @@ class ExternalOpa:
             return
         if revision != self.target.revision or self.evaluator.target is None:
             # Same connection pool, new revision label: decisions in flight keep theirs.
-            self.target = OpaTarget(self.target.url, revision, self.target.client)
+            self.target = OpaTarget(self.target.url, revision, self.target.client, self.target.data)
             self.evaluator.target = self.target
             self.feed.publish(revision)
             log_event("revision", revision=revision)
