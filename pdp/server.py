@@ -210,6 +210,52 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     async def Decide(
         self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
     ) -> pb.DecideResponse:
+        response = await self._decide(request)
+        context.set_trailing_metadata(
+            ((DECISION_IDS_KEY, ",".join(m.decision_id for m in response.decisions)),)
+        )
+        return response
+
+    async def DecideStream(
+        self,
+        request_iterator: AsyncIterator[pb.DecideStreamRequest],
+        context: grpc.aio.ServicerContext,
+    ) -> AsyncIterator[pb.DecideStreamResponse]:
+        """Decide each request as it arrives, concurrently; send each answer when it is
+        ready (from here: a gRPC call takes one message write at a time)."""
+        answers: asyncio.Queue[pb.DecideStreamResponse | None] = asyncio.Queue()
+
+        async def answer(item: pb.DecideStreamRequest) -> None:
+            try:
+                response = await self._decide(item.request)
+            except Exception as exc:  # an answer without decisions: the proxy refuses
+                log_event("decide_failed", level="error", error=repr(exc))
+                response = pb.DecideResponse()
+            answers.put_nowait(
+                pb.DecideStreamResponse(request_id=item.request_id, response=response)
+            )
+
+        async def read() -> None:
+            deciding: set[asyncio.Task[None]] = set()
+            try:
+                async for item in request_iterator:
+                    task = asyncio.create_task(answer(item))
+                    deciding.add(task)
+                    task.add_done_callback(deciding.discard)
+                await asyncio.gather(*deciding)
+            finally:
+                answers.put_nowait(None)
+
+        reading = asyncio.create_task(read())
+        try:
+            while (item := await answers.get()) is not None:
+                yield item
+        finally:
+            reading.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await reading
+
+    async def _decide(self, request: pb.DecideRequest) -> pb.DecideResponse:
         started = time.perf_counter()
         documents = decision_inputs(request)
         decisions, revision = await self.evaluator.decide(documents) if documents else ([], "")
@@ -217,9 +263,6 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         if self.dry_run:
             decisions = [with_dry_run(d) for d in decisions]
         messages = [decision_message(d, new_decision_id(), revision) for d in decisions]
-        context.set_trailing_metadata(
-            ((DECISION_IDS_KEY, ",".join(m.decision_id for m in messages)),)
-        )
         latency = time.perf_counter() - started
         self.metrics.decide_seconds.observe(latency)
         self.metrics.batch_size.observe(len(messages))

@@ -2,6 +2,10 @@
 
 - One ``grpc.aio`` channel per PDP endpoint; calls go to the endpoint that last answered
   and fail over to the next on UNAVAILABLE, all within one deadline (default 250 ms).
+- Decisions travel on one long-lived ``DecideStream`` per endpoint (a message on an open
+  stream costs about half a unary call: most of a cache miss), matched to their request by
+  id; a stream that breaks fails its waiting requests and the next request opens a new
+  one. A PDP without DecideStream (an older release) is asked with unary ``Decide``.
 - A :class:`DecisionCache` in front: a hit costs a few dict operations; the cache follows
   the policy revision the PDP streams (``WatchRevisions``) and the one each decision carries.
 - Fail closed: every failure is a refusal with its own code (``pdp_unavailable``,
@@ -27,8 +31,9 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import itertools
 import time
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -155,9 +160,74 @@ class PdpClientConfig:
 
 
 class PdpError(Exception):
-    def __init__(self, code: DecisionCode, detail: str = "") -> None:
+    def __init__(
+        self, code: DecisionCode, detail: str = "", *, unimplemented: bool = False
+    ) -> None:
         super().__init__(detail or code.value)
         self.code = code
+        self.unimplemented = unimplemented  # the PDP does not know the method
+
+
+def _rpc_error(address: str, exc: grpc.aio.AioRpcError) -> PdpError:
+    return PdpError(
+        _STATUS_CODES.get(exc.code(), DecisionCode.PDP_UNAVAILABLE),
+        f"{address}: {exc.code().name} {exc.details()}",
+        unimplemented=exc.code() is grpc.StatusCode.UNIMPLEMENTED,
+    )
+
+
+class _DecisionStream:
+    """One ``DecideStream`` call: requests written one at a time (a gRPC call takes one
+    message write at a time), answers handed to their request by id. When the call ends,
+    every request still waiting fails with its status; ``error`` says the stream is done."""
+
+    def __init__(self, stub: Any, metadata: tuple[tuple[str, str], ...], address: str) -> None:
+        self.call = stub.DecideStream(metadata=metadata)
+        self.address = address
+        self.error: PdpError | None = None
+        self._ids = itertools.count(1)
+        self._waiting: dict[int, asyncio.Future[pb.DecideResponse]] = {}
+        self._writing = asyncio.Lock()
+        self._reader = asyncio.create_task(self._read(), name=f"pdp-decisions-{address}")
+
+    async def decide(self, request: pb.DecideRequest) -> pb.DecideResponse:
+        """The answer to ``request``; raises PdpError (or AioRpcError from the write)."""
+        if self.error is not None:
+            raise self.error
+        request_id = next(self._ids)
+        answer: asyncio.Future[pb.DecideResponse] = asyncio.get_running_loop().create_future()
+        self._waiting[request_id] = answer
+        try:
+            async with self._writing:
+                await self.call.write(
+                    pb.DecideStreamRequest(request_id=request_id, request=request)
+                )
+            return await answer
+        except asyncio.InvalidStateError:  # the call ended between the check and the write
+            raise self.error or PdpError(DecisionCode.PDP_UNAVAILABLE) from None
+        finally:
+            self._waiting.pop(request_id, None)
+
+    async def _read(self) -> None:
+        error = PdpError(DecisionCode.PDP_UNAVAILABLE, f"{self.address}: decision stream ended")
+        try:
+            async for item in self.call:
+                answer = self._waiting.get(item.request_id)
+                if answer is not None and not answer.done():
+                    answer.set_result(item.response)
+        except grpc.aio.AioRpcError as exc:
+            error = _rpc_error(self.address, exc)
+        finally:
+            self.error = error
+            for answer in self._waiting.values():
+                if not answer.done():
+                    answer.set_exception(error)
+
+    async def close(self) -> None:
+        self.call.cancel()
+        self._reader.cancel()
+        with contextlib.suppress(asyncio.CancelledError):
+            await self._reader
 
 
 @dataclass
@@ -165,6 +235,8 @@ class _Endpoint:
     address: str
     channel: grpc.aio.Channel
     stub: Any  # DecisionServiceAsyncStub
+    stream: _DecisionStream | None = None
+    unary_only: bool = False  # the PDP does not implement DecideStream
 
 
 class ClientMetrics:
@@ -254,6 +326,8 @@ class PdpClient:
                 await self._watch_task
             self._watch_task = None
         for endpoint in self._endpoints:
+            if endpoint.stream is not None:
+                await endpoint.stream.close()
             await endpoint.channel.close()
 
     async def __aenter__(self) -> PdpClient:
@@ -438,7 +512,7 @@ class PdpClient:
         self.cache.note_misses(len(statements))
         started = time.perf_counter()
         try:
-            response, _ = await self._call("Decide", request)
+            response = await self._failover(lambda e, t: self._decide_on(e, t, request))
         except PdpError as exc:
             return self._refuse(exc.code, len(statements))
         self.metrics.latency.observe(time.perf_counter() - started)
@@ -475,6 +549,50 @@ class PdpClient:
     ) -> tuple[Any, Any]:
         """Call ``method`` on the preferred endpoint, failing over on UNAVAILABLE, all
         within one deadline (``deadline_s``, default the config's); raise PdpError."""
+
+        async def unary(endpoint: _Endpoint, remaining: float) -> tuple[Any, Any]:
+            call = getattr(endpoint.stub, method)(
+                request() if stream else request, timeout=remaining, metadata=self._metadata
+            )
+            return await call, call
+
+        result: tuple[Any, Any] = await self._failover(unary, deadline_s)
+        return result
+
+    async def _decide_on(
+        self, endpoint: _Endpoint, remaining: float, request: pb.DecideRequest
+    ) -> pb.DecideResponse:
+        """``request`` on the endpoint's decision stream (opened when there is none)."""
+        if endpoint.unary_only:
+            response: pb.DecideResponse = await endpoint.stub.Decide(
+                request, timeout=remaining, metadata=self._metadata
+            )
+            return response
+        stream = endpoint.stream
+        if stream is None or stream.error is not None:
+            stream = endpoint.stream = _DecisionStream(
+                endpoint.stub, self._metadata, endpoint.address
+            )
+        try:
+            async with asyncio.timeout(remaining):
+                return await stream.decide(request)
+        except TimeoutError:
+            raise PdpError(
+                DecisionCode.PDP_TIMEOUT, f"{endpoint.address}: no decision in time"
+            ) from None
+        except PdpError as exc:
+            if exc.unimplemented:
+                endpoint.unary_only = True
+                return await self._decide_on(endpoint, remaining, request)
+            raise
+
+    async def _failover(
+        self,
+        invoke: Callable[[_Endpoint, float], Awaitable[Any]],
+        deadline_s: float | None = None,
+    ) -> Any:
+        """``invoke`` the preferred endpoint, the next ones on UNAVAILABLE, all within one
+        deadline (``deadline_s``, default the config's); raise PdpError."""
         loop = asyncio.get_running_loop()
         deadline = loop.time() + (deadline_s or self.config.deadline_s)
         count = len(self._endpoints)
@@ -488,22 +606,21 @@ class PdpClient:
                 error = PdpError(DecisionCode.PDP_TIMEOUT)
                 break
             endpoint = self._endpoints[index]
-            call = getattr(endpoint.stub, method)(
-                request() if stream else request, timeout=remaining, metadata=self._metadata
-            )
             try:
-                response = await call
+                result = await invoke(endpoint, remaining)
             except grpc.aio.AioRpcError as exc:
-                code = _STATUS_CODES.get(exc.code(), DecisionCode.PDP_UNAVAILABLE)
-                error = PdpError(code, f"{endpoint.address}: {exc.code().name} {exc.details()}")
-                if exc.code() is grpc.StatusCode.UNAVAILABLE:
-                    continue  # next endpoint, same deadline
-                break
+                error = _rpc_error(endpoint.address, exc)
+            except PdpError as exc:
+                error = exc
             except Exception as exc:  # whatever else: refuse, never raise to the proxy
                 error = PdpError(DecisionCode.PDP_UNAVAILABLE, repr(exc))
                 break
-            self._preferred = index
-            return response, call
+            else:
+                self._preferred = index
+                return result
+            if error.code is not DecisionCode.PDP_UNAVAILABLE:
+                break
+            # UNAVAILABLE: the next endpoint, within the same deadline
         raise error
 
     def _first_endpoint(self) -> int:

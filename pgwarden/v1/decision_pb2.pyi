@@ -538,6 +538,32 @@ class DecideRequest(_message.Message):
 Global___DecideRequest: _TypeAlias = DecideRequest  # noqa: Y015
 
 @_typing.final
+class DecideStreamRequest(_message.Message):
+    """DecideStreamRequest is one Decide request on a DecideStream."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    REQUEST_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    """Chosen by the proxy, unique among its requests in flight on the stream."""
+    @_builtins.property
+    def request(self) -> Global___DecideRequest: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        request: Global___DecideRequest | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["request", b"request"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request", b"request", "request_id", b"request_id"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideStreamRequest: _TypeAlias = DecideStreamRequest  # noqa: Y015
+
+@_typing.final
 class Decision(_message.Message):
     """Decision is the policy's answer for one statement (contract v1), plus its identifiers."""
 
@@ -640,6 +666,31 @@ class DecideResponse(_message.Message):
     def WhichOneof(self, oneof_group: _Never) -> None: ...
 
 Global___DecideResponse: _TypeAlias = DecideResponse  # noqa: Y015
+
+@_typing.final
+class DecideStreamResponse(_message.Message):
+    """DecideStreamResponse answers the DecideStreamRequest with the same request_id."""
+
+    DESCRIPTOR: _descriptor.Descriptor
+
+    REQUEST_ID_FIELD_NUMBER: _builtins.int
+    RESPONSE_FIELD_NUMBER: _builtins.int
+    request_id: _builtins.int
+    @_builtins.property
+    def response(self) -> Global___DecideResponse: ...
+    def __init__(
+        self,
+        *,
+        request_id: _builtins.int = ...,
+        response: Global___DecideResponse | None = ...,
+    ) -> None: ...
+    _HasFieldArgType: _TypeAlias = _typing.Literal["response", b"response"]  # noqa: Y015
+    def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["request_id", b"request_id", "response", b"response"]  # noqa: Y015
+    def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
+    def WhichOneof(self, oneof_group: _Never) -> None: ...
+
+Global___DecideStreamResponse: _TypeAlias = DecideStreamResponse  # noqa: Y015
 
 @_typing.final
 class AuditStatement(_message.Message):

@@ -45,6 +45,11 @@ class DecisionServiceStub:
                 request_serializer=pgwarden_dot_v1_dot_decision__pb2.DecideRequest.SerializeToString,
                 response_deserializer=pgwarden_dot_v1_dot_decision__pb2.DecideResponse.FromString,
                 _registered_method=True)
+        self.DecideStream = channel.stream_stream(
+                '/pgwarden.v1.DecisionService/DecideStream',
+                request_serializer=pgwarden_dot_v1_dot_decision__pb2.DecideStreamRequest.SerializeToString,
+                response_deserializer=pgwarden_dot_v1_dot_decision__pb2.DecideStreamResponse.FromString,
+                _registered_method=True)
         self.ReportExecutions = channel.stream_unary(
                 '/pgwarden.v1.DecisionService/ReportExecutions',
                 request_serializer=pgwarden_dot_v1_dot_decision__pb2.ReportExecutionsRequest.SerializeToString,
@@ -70,6 +75,16 @@ class DecisionServiceServicer:
 
     def Decide(self, request, context):
         """Decide decides a batch of statements (e.g. everything up to one Sync) in one call.
+        """
+        context.set_code(grpc.StatusCode.UNIMPLEMENTED)
+        context.set_details('Method not implemented!')
+        raise NotImplementedError('Method not implemented!')
+
+    def DecideStream(self, request_iterator, context):
+        """DecideStream decides like Decide, over one long-lived stream per proxy and PDP: each
+        request carries a request_id that its response repeats; responses come in the order
+        they are ready. A stream message costs a fraction of a unary call's setup, which is
+        most of a cache miss's latency (docs/performance.md, "Decisions").
         """
         context.set_code(grpc.StatusCode.UNIMPLEMENTED)
         context.set_details('Method not implemented!')
@@ -102,6 +117,11 @@ def add_DecisionServiceServicer_to_server(servicer, server):
                     servicer.Decide,
                     request_deserializer=pgwarden_dot_v1_dot_decision__pb2.DecideRequest.FromString,
                     response_serializer=pgwarden_dot_v1_dot_decision__pb2.DecideResponse.SerializeToString,
+            ),
+            'DecideStream': grpc.stream_stream_rpc_method_handler(
+                    servicer.DecideStream,
+                    request_deserializer=pgwarden_dot_v1_dot_decision__pb2.DecideStreamRequest.FromString,
+                    response_serializer=pgwarden_dot_v1_dot_decision__pb2.DecideStreamResponse.SerializeToString,
             ),
             'ReportExecutions': grpc.stream_unary_rpc_method_handler(
                     servicer.ReportExecutions,
@@ -169,6 +189,33 @@ class DecisionService:
             '/pgwarden.v1.DecisionService/Decide',
             pgwarden_dot_v1_dot_decision__pb2.DecideRequest.SerializeToString,
             pgwarden_dot_v1_dot_decision__pb2.DecideResponse.FromString,
+            options,
+            channel_credentials,
+            insecure,
+            call_credentials,
+            compression,
+            wait_for_ready,
+            timeout,
+            metadata,
+            _registered_method=True)
+
+    @staticmethod
+    def DecideStream(request_iterator,
+            target,
+            options=(),
+            channel_credentials=None,
+            call_credentials=None,
+            insecure=False,
+            compression=None,
+            wait_for_ready=None,
+            timeout=None,
+            metadata=None):
+        return grpc.experimental.stream_stream(
+            request_iterator,
+            target,
+            '/pgwarden.v1.DecisionService/DecideStream',
+            pgwarden_dot_v1_dot_decision__pb2.DecideStreamRequest.SerializeToString,
+            pgwarden_dot_v1_dot_decision__pb2.DecideStreamResponse.FromString,
             options,
             channel_credentials,
             insecure,

@@ -45,6 +45,12 @@ class DecisionServiceStub:
     """OpenSession admits (or refuses) an authenticated identity and picks its upstream role."""
     Decide: _grpc.UnaryUnaryMultiCallable[_decision_pb2.DecideRequest, _decision_pb2.DecideResponse]
     """Decide decides a batch of statements (e.g. everything up to one Sync) in one call."""
+    DecideStream: _grpc.StreamStreamMultiCallable[_decision_pb2.DecideStreamRequest, _decision_pb2.DecideStreamResponse]
+    """DecideStream decides like Decide, over one long-lived stream per proxy and PDP: each
+    request carries a request_id that its response repeats; responses come in the order
+    they are ready. A stream message costs a fraction of a unary call's setup, which is
+    most of a cache miss's latency (docs/performance.md, "Decisions").
+    """
     ReportExecutions: _grpc.StreamUnaryMultiCallable[_decision_pb2.ReportExecutionsRequest, _decision_pb2.ReportExecutionsResponse]
     """ReportExecutions streams batches of audit records (statements with their outcome,
     refusals, sessions, refused authentications); it answers when they are durable.
@@ -61,6 +67,12 @@ class DecisionServiceAsyncStub(DecisionServiceStub):
     """OpenSession admits (or refuses) an authenticated identity and picks its upstream role."""
     Decide: _aio.UnaryUnaryMultiCallable[_decision_pb2.DecideRequest, _decision_pb2.DecideResponse]  # type: ignore[assignment]
     """Decide decides a batch of statements (e.g. everything up to one Sync) in one call."""
+    DecideStream: _aio.StreamStreamMultiCallable[_decision_pb2.DecideStreamRequest, _decision_pb2.DecideStreamResponse]  # type: ignore[assignment]
+    """DecideStream decides like Decide, over one long-lived stream per proxy and PDP: each
+    request carries a request_id that its response repeats; responses come in the order
+    they are ready. A stream message costs a fraction of a unary call's setup, which is
+    most of a cache miss's latency (docs/performance.md, "Decisions").
+    """
     ReportExecutions: _aio.StreamUnaryMultiCallable[_decision_pb2.ReportExecutionsRequest, _decision_pb2.ReportExecutionsResponse]  # type: ignore[assignment]
     """ReportExecutions streams batches of audit records (statements with their outcome,
     refusals, sessions, refused authentications); it answers when they are durable.
@@ -86,6 +98,18 @@ class DecisionServiceServicer(metaclass=_abc_1.ABCMeta):
         context: _ServicerContext,
     ) -> _typing.Union[_decision_pb2.DecideResponse, _abc.Awaitable[_decision_pb2.DecideResponse]]:
         """Decide decides a batch of statements (e.g. everything up to one Sync) in one call."""
+
+    @_abc_1.abstractmethod
+    def DecideStream(
+        self,
+        request_iterator: _MaybeAsyncIterator[_decision_pb2.DecideStreamRequest],
+        context: _ServicerContext,
+    ) -> _typing.Union[_abc.Iterator[_decision_pb2.DecideStreamResponse], _abc.AsyncIterator[_decision_pb2.DecideStreamResponse]]:
+        """DecideStream decides like Decide, over one long-lived stream per proxy and PDP: each
+        request carries a request_id that its response repeats; responses come in the order
+        they are ready. A stream message costs a fraction of a unary call's setup, which is
+        most of a cache miss's latency (docs/performance.md, "Decisions").
+        """
 
     @_abc_1.abstractmethod
     def ReportExecutions(

@@ -412,3 +412,76 @@ async def test_decide_now_answers_from_cache_without_waiting(client: PdpClient) 
         client.decide_now(REPORTING, facts, [a, statement("SELECT")], in_transaction=False) is None
     )
     assert client.pdp_calls == calls + 1
+
+
+async def test_decide_stream_answers_each_request_by_its_id(pdp: PdpProcess) -> None:
+    def request(command: str) -> pb.DecideRequest:
+        facts = pb.StatementFacts(command=command)
+        return pb.DecideRequest(
+            identity=pb.Identity(subject="agent:reporting"),
+            statements=[pb.StatementRequest(statement=facts)],
+        )
+
+    async with grpc.aio.insecure_channel(pdp.address) as channel:
+        call = pb_grpc.DecisionServiceStub(channel).DecideStream(
+            metadata=(("authorization", f"Bearer {pdp.token}"),), timeout=10
+        )
+        for request_id, command in ((7, "SELECT"), (8, "DELETE"), (9, "SELECT")):
+            await call.write(
+                pb.DecideStreamRequest(request_id=request_id, request=request(command))
+            )
+        await call.done_writing()
+        answers = {item.request_id: item.response async for item in call}
+    assert {k: [d.action for d in v.decisions] for k, v in answers.items()} == {
+        7: [pb.ACTION_ALLOW],
+        8: [pb.ACTION_DENY],
+        9: [pb.ACTION_ALLOW],
+    }
+
+
+async def test_concurrent_sessions_get_their_own_decisions(client: PdpClient) -> None:
+    commands = ["SELECT", "DELETE", "DROP"] * 10
+    decisions = await asyncio.gather(
+        *(
+            client.decide(REPORTING, session(), [statement(c)], in_transaction=False)
+            for c in commands
+        )
+    )
+    expected = {"SELECT": Action.ALLOW, "DELETE": Action.DENY, "DROP": Action.REQUIRE_APPROVAL}
+    assert [d.action for [d] in decisions] == [expected[c] for c in commands]
+
+
+async def test_a_pdp_without_decide_stream_is_asked_with_unary_decide(pdp: PdpProcess) -> None:
+    """An older PDP release: DecideStream is UNIMPLEMENTED; Decide works."""
+
+    class OlderPdp(pb_grpc.DecisionServiceServicer):
+        def __init__(self, upstream: Any) -> None:
+            self.upstream = upstream
+            self.calls = 0
+
+        async def Decide(
+            self, request: pb.DecideRequest, context: grpc.aio.ServicerContext
+        ) -> pb.DecideResponse:
+            self.calls += 1
+            response: pb.DecideResponse = await self.upstream.Decide(
+                request, metadata=(("authorization", f"Bearer {pdp.token}"),), timeout=5
+            )
+            return response
+
+    async with grpc.aio.insecure_channel(pdp.address) as channel:
+        older = OlderPdp(pb_grpc.DecisionServiceStub(channel))
+        server = grpc.aio.server()
+        pb_grpc.add_DecisionServiceServicer_to_server(older, server)
+        port = server.add_insecure_port("127.0.0.1:0")
+        await server.start()
+        try:
+            config = PdpClientConfig((f"127.0.0.1:{port}",), deadline_s=5.0)
+            async with PdpClient(config, proxy_id="edge-1") as old_client:
+                for command, action in (("SELECT", Action.ALLOW), ("DELETE", Action.DENY)):
+                    [decision] = await old_client.decide(
+                        REPORTING, session(), [statement(command)], in_transaction=False
+                    )
+                    assert (decision.action, decision.code) == (action, "")
+        finally:
+            await server.stop(None)
+    assert older.calls == 2
