@@ -4,12 +4,14 @@ pgwarden, measured in the same run in interleaved rounds.
 Starts its own PostgreSQL cluster (pgbench -i), PgBouncer (session mode) and pgwarden proxy,
 then for every pgbench script (-S and the TPC-B-like default), protocol mode and client
 count runs each target once per round, rotating the targets' order each round. Then the
-RSS of each relaying process with 1,000 idle authenticated connections, and py-spy profiles
-of the proxy under pgbench -S at 8 clients in each protocol mode.
+1M-row bulk read, the RSS of each relaying process with 1,000 idle authenticated
+connections, decision latency (a cache miss: proxy client → PDP → OPA; a hit) and PDP
+decisions per second (bench/pdp_bench.py), and py-spy profiles of the proxy under
+pgbench -S at 8 clients in each protocol mode.
 
 Writes ``bench/results/<run id>.json``, the chart ``bench/results/throughput.png``, the
 profiles under ``bench/results/profiles/``, and regenerates the generated blocks of the
-"Throughput" and "Memory" sections of docs/performance.md.
+"Throughput", "Memory" and "Decisions" sections of docs/performance.md.
 """
 
 from __future__ import annotations
@@ -35,6 +37,7 @@ import asyncpg
 from bench import report
 from bench.bulk import PgwardenMaskedTarget, create_bulk_table, read_once, result_megabytes
 from bench.memory import measure_idle_memory
+from bench.pdp_bench import measure_decisions
 from bench.pgbench import MODES, SCRIPTS, Cell, PgbenchError, run_pgbench
 from bench.profiles import record_profile
 from bench.targets import PGBOUNCER, BenchCluster, Endpoint, PgwardenTarget, Target, make_target
@@ -84,6 +87,17 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     )
     p.add_argument(
         "--idle-connections", type=int, default=1000, help="idle sessions for RSS (0: skip)"
+    )
+    p.add_argument(
+        "--decision-misses",
+        type=int,
+        default=3000,
+        help="cache misses timed one at a time for decision latency (0: skip)",
+    )
+    p.add_argument(
+        "--decisions-only",
+        action="store_true",
+        help="measure only decision latency and PDP decisions/s (about 30 s)",
     )
     p.add_argument(
         "--profile-seconds", type=int, default=6, help="py-spy seconds per mode (0: skip)"
@@ -137,6 +151,23 @@ def machine(load_before: float) -> dict[str, Any]:
 
 def log(message: str) -> None:
     print(f"[{time.strftime('%H:%M:%S')}] {message}", file=sys.stderr, flush=True)
+
+
+def run_decisions(args: argparse.Namespace) -> dict[str, Any]:
+    """``--decisions-only``: a run with the decision measures and nothing else."""
+    run_id = dt.datetime.now(dt.UTC).strftime("%Y%m%dT%H%M%SZ")
+    results: dict[str, Any] = {
+        "run_id": run_id,
+        "machine": machine(os.getloadavg()[0]),
+        "throughput": [],
+        "memory": [],
+        "bulk": [],
+        "failures": [],
+        "decisions": measure_decisions(misses=args.decision_misses or 3000),
+    }
+    results["machine"]["load_after"] = os.getloadavg()[0]
+    results["checks"] = report.check_targets(results)
+    return results
 
 
 def run(args: argparse.Namespace) -> dict[str, Any]:
@@ -239,6 +270,14 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                     f"{target.name}: {mem.rss_idle_kib / 1024:.1f} MiB RSS with "
                     f"{mem.connections} idle connections"
                 )
+        if args.decision_misses:
+            log("decision latency and PDP decisions/s")
+            results["decisions"] = measure_decisions(misses=args.decision_misses)
+            log(
+                f"decisions: miss p50 {results['decisions']['miss_p50_us']:.0f} µs, p99 "
+                f"{results['decisions']['miss_p99_us']:.0f} µs; hit p50 "
+                f"{results['decisions']['hit_now_p50_us']} µs"
+            )
         results["profiles"] = []
         if args.profile_seconds:
             for target in targets:
@@ -294,6 +333,15 @@ def publish(results: dict[str, Any], args: argparse.Namespace) -> Path:
     out = args.results / f"{results['run_id']}.json"
     if args.report is None:
         out.write_text(json.dumps(results, indent=1) + "\n")
+    decisions = results.get("decisions")
+    decisions_md = report.decisions_markdown(decisions) if decisions else ""
+    if not results["throughput"]:  # --decisions-only
+        (args.results / f"{results['run_id']}.md").write_text(
+            decisions_md + "\n" + report.checks_markdown(results["checks"])
+        )
+        if not args.no_docs and decisions:
+            update_decisions_doc(results, out)
+        return out
     report.chart(results, args.results / "throughput.png")
     tables = report.throughput_markdown(results)
     (args.results / f"{results['run_id']}.md").write_text(
@@ -305,8 +353,12 @@ def publish(results: dict[str, Any], args: argparse.Namespace) -> Path:
         + "\n"
         + report.memory_markdown(results)
         + "\n"
+        + decisions_md
+        + "\n"
         + report.checks_markdown(results["checks"])
     )
+    if not args.no_docs and decisions:
+        update_decisions_doc(results, out)
     if not args.no_docs:
         chart_link = os.path.relpath(args.results / "throughput.png", DOC.parent)
         json_link = os.path.relpath(out, DOC.parent)
@@ -346,6 +398,19 @@ def publish(results: dict[str, Any], args: argparse.Namespace) -> Path:
     return out
 
 
+def update_decisions_doc(results: dict[str, Any], out: Path) -> None:
+    json_link = os.path.relpath(out, DOC.parent)
+    report.update_section(
+        DOC,
+        "## Decisions",
+        "decisions",
+        f"Run `{results['run_id']}` (pgwarden `{results['machine']['pgwarden_commit']}`, raw "
+        f"numbers: [{out.name}]({json_link})): " + report.decisions_markdown(results["decisions"]),
+        intro="Measured by `bench/run` (or alone: `bench/run --decisions-only`).",
+        after="## Memory",
+    )
+
+
 def measure_bulk(
     db: BenchCluster, workdir: Path, endpoints: dict[str, Endpoint], rounds: int
 ) -> list[dict[str, Any]]:
@@ -376,11 +441,17 @@ def measure_bulk(
 
 def main(argv: list[str] | None = None) -> int:
     args = parse_args(argv)
-    results = json.loads(args.report.read_text()) if args.report else run(args)
+    if args.report:
+        results = json.loads(args.report.read_text())
+    else:
+        results = run_decisions(args) if args.decisions_only else run(args)
     out = publish(results, args)
-    print(report.throughput_markdown(results))
-    print(report.bulk_markdown(results))
-    print(report.memory_markdown(results))
+    if results["throughput"]:
+        print(report.throughput_markdown(results))
+        print(report.bulk_markdown(results))
+        print(report.memory_markdown(results))
+    if results.get("decisions"):
+        print(report.decisions_markdown(results["decisions"]))
     print(report.checks_markdown(results["checks"]))
     log(f"wrote {out}")
     return 0

@@ -1,6 +1,6 @@
 """Decision latency and PDP throughput: client → PDP → OPA (miss) and the client's cache (hit).
 
-    .venv/bin/python bench/pdp_bench.py [--misses 3000] [--hits 200000] [--seconds 5]
+    .venv/bin/python -m bench.pdp_bench [--misses 3000] [--hits 200000] [--seconds 5]
 
 Starts a real PDP (``python -m pgwarden pdp``) with its supervised OPA on the example policy
 of ``pgwarden.pdp.harness``, then, in this process on uvloop, a real ``PdpClient``:
@@ -9,7 +9,8 @@ of ``pgwarden.pdp.harness``, then, in this process on uvloop, a real ``PdpClient
 - hit: the same statement again, answered by the decision cache;
 - throughput: N concurrent callers asking the PDP (misses) for ``--seconds``, with batches
   of 1 and of 8 statements.
-Prints a Markdown table (the figures in docs/performance.md, section "Decisions").
+Prints a Markdown table. ``bench/run`` runs the same measurement (``measure_decisions``)
+and writes it into docs/performance.md, section "Decisions".
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ import asyncio
 import os
 import platform
 import re
+import shutil
 import statistics
 import sys
 import tempfile
@@ -26,9 +28,11 @@ import time
 import urllib.request
 import uuid
 from pathlib import Path
+from typing import Any
 
 import uvloop
 
+from bench.report import decisions_markdown
 from pgwarden.pdp.harness import PdpProcess, write_example_policy
 from pgwarden.proxy.decision import Identity, SessionFacts, Statement
 from pgwarden.proxy.pdp_client import PdpClient, PdpClientConfig
@@ -71,85 +75,92 @@ def percentile(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, int(len(ordered) * p))]
 
 
-def fmt_us(seconds: float) -> str:
-    us = seconds * 1e6
-    return f"{us:.2f} µs" if us < 100 else f"{us:.0f} µs"
+def _us(seconds: float) -> float:
+    return round(seconds * 1e6, 2)
 
 
-async def bench(args: argparse.Namespace, pdp: PdpProcess) -> list[tuple[str, str]]:
+async def measure(
+    pdp: PdpProcess, *, misses: int, hits: int, seconds: float, concurrency: int
+) -> dict[str, Any]:
+    """Every figure of the "Decisions" table, in µs and decisions per second."""
     config = PdpClientConfig((pdp.address,), deadline_s=1.0, token=pdp.token)
-    rows: list[tuple[str, str]] = []
+    out: dict[str, Any] = {"misses": misses, "hits": hits, "concurrency": concurrency}
     async with PdpClient(config, proxy_id="bench") as client:
         # Warm up: channel, OPA connection pool, PDP code paths.
         for _ in range(300):
             await client.decide(IDENTITY, SESSION, [Statement.of(facts())], in_transaction=False)
 
-        statements = [Statement.of(facts()) for _ in range(args.misses)]
-        misses: list[float] = []
+        statements = [Statement.of(facts()) for _ in range(misses)]
+        times: list[float] = []
         before_metrics = await asyncio.to_thread(pdp_metrics, pdp)
         for s in statements:
             started = time.perf_counter()
             [decision] = await client.decide(IDENTITY, SESSION, [s], in_transaction=False)
-            misses.append(time.perf_counter() - started)
+            times.append(time.perf_counter() - started)
             assert decision.code == "", decision
         after_metrics = await asyncio.to_thread(pdp_metrics, pdp)
         inside = {k: after_metrics[k] - before_metrics[k] for k in after_metrics}
-        rows += [
-            ("miss p50 (client → PDP → OPA → client)", fmt_us(statistics.median(misses))),
-            ("miss p90", fmt_us(percentile(misses, 0.90))),
-            ("miss p99", fmt_us(percentile(misses, 0.99))),
-            ("miss p99.9", fmt_us(percentile(misses, 0.999))),
-            ("miss mean", fmt_us(statistics.fmean(misses))),
-            (
-                "… of which PDP handler (mean)",
-                fmt_us(inside["decide_sum"] / max(1, inside["decide_count"])),
-            ),
-            (
-                "… of which OPA round trip from the PDP (mean)",
-                fmt_us(inside["opa_sum"] / max(1, inside["opa_count"])),
-            ),
-        ]
+        out |= {
+            "miss_p50_us": _us(statistics.median(times)),
+            "miss_p90_us": _us(percentile(times, 0.90)),
+            "miss_p99_us": _us(percentile(times, 0.99)),
+            "miss_p999_us": _us(percentile(times, 0.999)),
+            "miss_mean_us": _us(statistics.fmean(times)),
+            "pdp_handler_mean_us": _us(inside["decide_sum"] / max(1, inside["decide_count"])),
+            "opa_mean_us": _us(inside["opa_sum"] / max(1, inside["opa_count"])),
+        }
 
         hot = statements[0]
         await client.decide(IDENTITY, SESSION, [hot], in_transaction=False)
         before = client.pdp_calls
-        hits: list[float] = []
         clock = time.perf_counter
         decide = client.decide
-        for _ in range(args.hits):
+        times = []
+        for _ in range(hits):
             started = clock()
             await decide(IDENTITY, SESSION, [hot], in_transaction=False)
-            hits.append(clock() - started)
+            times.append(clock() - started)
         assert client.pdp_calls == before, "hits must not call the PDP"
         now: list[float] = []
         decide_now = client.decide_now
-        for _ in range(args.hits):
+        for _ in range(hits):
             started = clock()
             decide_now(IDENTITY, SESSION, [hot], in_transaction=False)
             now.append(clock() - started)
-        # The same loop with no work inside: the timer's own cost, subtracted from nothing,
-        # reported so the reader can.
+        # The same loop with no work inside: the timer's own cost, reported, not subtracted.
         empty: list[float] = []
-        for _ in range(args.hits):
+        for _ in range(hits):
             started = clock()
             empty.append(clock() - started)
-        rows += [
-            ("hit p50 (`await client.decide`, cache)", fmt_us(statistics.median(hits))),
-            ("hit p99", fmt_us(percentile(hits, 0.99))),
-            ("hit p50 (`client.decide_now`, synchronous)", fmt_us(statistics.median(now))),
-            ("hit p99 (`decide_now`)", fmt_us(percentile(now, 0.99))),
-            ("timer overhead p50 (included above)", fmt_us(statistics.median(empty))),
-        ]
-
+        out |= {
+            "hit_p50_us": _us(statistics.median(times)),
+            "hit_p99_us": _us(percentile(times, 0.99)),
+            "hit_now_p50_us": _us(statistics.median(now)),
+            "hit_now_p99_us": _us(percentile(now, 0.99)),
+            "timer_p50_us": _us(statistics.median(empty)),
+        }
         for batch in (1, 8):
-            rate, refused = await throughput(client, args.concurrency, batch, args.seconds)
-            rows.append(
-                (
-                    f"PDP decisions/s, {args.concurrency} concurrent callers, batch of {batch}",
-                    f"{rate:,.0f}" + (f" ({refused} refused: overload)" if refused else ""),
-                )
+            rate, refused = await throughput(client, concurrency, batch, seconds)
+            out[f"decisions_per_s_batch{batch}"] = round(rate)
+            out[f"refused_batch{batch}"] = refused
+    return out
+
+
+def measure_decisions(
+    *, misses: int = 3000, hits: int = 200_000, seconds: float = 5.0, concurrency: int = 8
+) -> dict[str, Any]:
+    """Start a PDP with its OPA on the example policy and :func:`measure` it."""
+    root = Path(tempfile.mkdtemp(prefix="pgwarden-pdp-bench-"))
+    load_before = os.getloadavg()[0]
+    try:
+        policies = write_example_policy(root / "policies")
+        with PdpProcess(policies=policies, log_dir=root / "logs") as pdp:
+            out = uvloop.run(
+                measure(pdp, misses=misses, hits=hits, seconds=seconds, concurrency=concurrency)
             )
-    return rows
+    finally:
+        shutil.rmtree(root, ignore_errors=True)
+    return out | {"load_before": load_before, "load_after": os.getloadavg()[0]}
 
 
 def pdp_metrics(pdp: PdpProcess) -> dict[str, float]:
@@ -197,20 +208,14 @@ def main() -> None:
     parser.add_argument("--seconds", type=float, default=5.0)
     parser.add_argument("--concurrency", type=int, default=8)
     args = parser.parse_args()
-    args.load_before = os.getloadavg()[0]
-    root = Path(tempfile.mkdtemp(prefix="pgwarden-pdp-bench-"))
-    policies = write_example_policy(root / "policies")
-    with PdpProcess(policies=policies, log_dir=root / "logs") as pdp:
-        rows = uvloop.run(bench(args, pdp))
-    load = os.getloadavg()
+    decisions = measure_decisions(
+        misses=args.misses, hits=args.hits, seconds=args.seconds, concurrency=args.concurrency
+    )
     print(
         f"machine: {platform.machine()}, {os.cpu_count()} CPUs, Python "
-        f"{platform.python_version()}, {sys.platform}; load average before/after "
-        f"{args.load_before:.2f}/{load[0]:.2f}; PDP log: {pdp.log_path}"
+        f"{platform.python_version()}, {sys.platform}"
     )
-    print("| measure | value |\n| --- | --- |")
-    for name, value in rows:
-        print(f"| {name} | {value} |")
+    print(decisions_markdown(decisions))
 
 
 if __name__ == "__main__":

@@ -19,6 +19,8 @@ BASELINES = ("pgbouncer", "direct")
 TPS_TARGET_RATIO = 0.85
 TPS_TARGET_CLIENTS = 8
 RSS_TARGET_BYTES = 100_000_000
+HIT_TARGET_US = 20
+MISS_P99_TARGET_US = 2000
 SCRIPT_TITLES = {
     "select": "pgbench -S (read-only: one primary-key SELECT per transaction)",
     "tpcb": "pgbench default script (TPC-B-like write mix: 5 statements in BEGIN/END)",
@@ -86,6 +88,20 @@ def check_targets(results: dict[str, Any]) -> list[dict[str, Any]]:
                 "met": rss < RSS_TARGET_BYTES,
             }
         )
+    decisions = results.get("decisions")
+    if decisions:
+        checks += [
+            {
+                "target": f"cache-hit decision p50 < {HIT_TARGET_US} µs",
+                "value": f"{decisions['hit_now_p50_us']} µs",
+                "met": decisions["hit_now_p50_us"] < HIT_TARGET_US,
+            },
+            {
+                "target": f"cache-miss decision p99 (proxy → PDP → OPA) < {MISS_P99_TARGET_US} µs",
+                "value": f"{decisions['miss_p99_us']:.0f} µs",
+                "met": decisions["miss_p99_us"] < MISS_P99_TARGET_US,
+            },
+        ]
     return checks
 
 
@@ -202,6 +218,49 @@ def memory_markdown(results: dict[str, Any]) -> str:
             f" | {mem['per_connection_kib']:.1f} KiB |"
         )
     return "\n".join(out) + "\n"
+
+
+def decisions_markdown(d: dict[str, Any]) -> str:
+    """The "Decisions" table from ``bench.pdp_bench.measure_decisions``'s figures."""
+
+    def us(value: float) -> str:
+        return f"{value:.2f} µs" if value < 100 else f"{value:,.0f} µs"
+
+    rows = [
+        ("miss p50: proxy client → PDP → OPA → client, one statement", us(d["miss_p50_us"])),
+        ("miss p90", us(d["miss_p90_us"])),
+        ("miss p99", us(d["miss_p99_us"])),
+        ("miss p99.9", us(d["miss_p999_us"])),
+        ("miss mean", us(d["miss_mean_us"])),
+        ("… of which the PDP handler, mean", us(d["pdp_handler_mean_us"])),
+        ("… of which the OPA round trip from the PDP, mean", us(d["opa_mean_us"])),
+        (
+            "hit p50 / p99: `client.decide_now(...)` (the proxy's hot path)",
+            f"{us(d['hit_now_p50_us'])} / {us(d['hit_now_p99_us'])}",
+        ),
+        (
+            "hit p50 / p99: `await client.decide(...)`",
+            f"{us(d['hit_p50_us'])} / {us(d['hit_p99_us'])}",
+        ),
+        ("timer overhead p50 (included in the hits)", us(d["timer_p50_us"])),
+    ]
+    for batch in (1, 8):
+        refused = d.get(f"refused_batch{batch}", 0)
+        rows.append(
+            (
+                f"PDP decisions/s on distinct inputs, {d['concurrency']} concurrent callers, "
+                f"{batch} statement(s) per call",
+                f"{d[f'decisions_per_s_batch{batch}']:,}"
+                + (f" ({refused} refused)" if refused else ""),
+            )
+        )
+    lines = ["| measure | value |", "| --- | ---: |"] + [f"| {a} | {b} |" for a, b in rows]
+    load = f"load average {d['load_before']:.2f} before, {d['load_after']:.2f} after"
+    return (
+        f"{d['misses']:,} misses one at a time, {d['hits']:,} hits ({load}):\n\n"
+        + "\n".join(lines)
+        + "\n"
+    )
 
 
 def checks_markdown(checks: Sequence[dict[str, Any]]) -> str:
