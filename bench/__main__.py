@@ -5,9 +5,9 @@ Starts its own PostgreSQL cluster (pgbench -i), PgBouncer (session mode) and pgw
 then for every pgbench script (-S and the TPC-B-like default), protocol mode and client
 count runs each target once per round, rotating the targets' order each round. Then the
 1M-row bulk read, the RSS of each relaying process with 1,000 idle authenticated
-connections, decision latency (a cache miss: proxy client → PDP → OPA; a hit) and PDP
-decisions per second (bench/pdp_bench.py), and py-spy profiles of the proxy under
-pgbench -S at 8 clients in each protocol mode.
+connections, decision latency (a cache miss: proxy client → PDP → OPA, with the example
+policy and with policies/; a hit) and PDP decisions per second (bench/pdp_bench.py), and
+py-spy profiles of the proxy under pgbench -S at 8 clients in each protocol mode.
 
 Writes ``bench/results/<run id>.json``, the chart ``bench/results/throughput.png``, the
 profiles under ``bench/results/profiles/``, and regenerates the generated blocks of the
@@ -97,7 +97,7 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
     p.add_argument(
         "--decisions-only",
         action="store_true",
-        help="measure only decision latency and PDP decisions/s (about 30 s)",
+        help="measure only decision latency and PDP decisions/s (about a minute)",
     )
     p.add_argument(
         "--profile-seconds", type=int, default=6, help="py-spy seconds per mode (0: skip)"

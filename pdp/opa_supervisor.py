@@ -301,6 +301,7 @@ class OpaSupervisor:
                 await self._terminate(child)
                 raise PolicyLoadError(f"OPA did not start on revision {revision}: {tail}")
             await asyncio.sleep(0.01)
+        await target.warm_up()  # before this instance answers any statement
         log_event("opa_started", pid=process.pid, url=target.url, revision=revision)
         return child
 
@@ -376,6 +377,7 @@ class ExternalOpa:
         if revision != self.target.revision or self.evaluator.target is None:
             # Same connection pool, new revision label: decisions in flight keep theirs.
             self.target = OpaTarget(self.target.url, revision, self.target.client, self.target.data)
+            await self.target.warm_up()
             self.evaluator.target = self.target
             self.feed.publish(revision)
             log_event("revision", revision=revision)

@@ -169,10 +169,14 @@ class PdpError(Exception):
 
 
 def _rpc_error(address: str, exc: grpc.aio.AioRpcError) -> PdpError:
+    return _status_error(address, exc.code(), exc.details())
+
+
+def _status_error(address: str, code: grpc.StatusCode, details: str | None) -> PdpError:
     return PdpError(
-        _STATUS_CODES.get(exc.code(), DecisionCode.PDP_UNAVAILABLE),
-        f"{address}: {exc.code().name} {exc.details()}",
-        unimplemented=exc.code() is grpc.StatusCode.UNIMPLEMENTED,
+        _STATUS_CODES.get(code, DecisionCode.PDP_UNAVAILABLE),
+        f"{address}: {code.name} {details}",
+        unimplemented=code is grpc.StatusCode.UNIMPLEMENTED,
     )
 
 
@@ -204,9 +208,16 @@ class _DecisionStream:
                 )
             return await answer
         except asyncio.InvalidStateError:  # the call ended between the check and the write
-            raise self.error or PdpError(DecisionCode.PDP_UNAVAILABLE) from None
+            # Its status, even when the reader has not seen the end yet: a PDP that refuses
+            # the stream's credentials ends it before the first write, and that is
+            # pdp_unauthenticated, not pdp_unavailable.
+            raise self.error or await self._ended() from None
         finally:
             self._waiting.pop(request_id, None)
+
+    async def _ended(self) -> PdpError:
+        """The error a call that has ended stands for, from its status."""
+        return _status_error(self.address, await self.call.code(), await self.call.details())
 
     async def _read(self) -> None:
         error = PdpError(DecisionCode.PDP_UNAVAILABLE, f"{self.address}: decision stream ended")
