@@ -33,31 +33,15 @@ class ChainHead:
     seq: int = 0
     hash: str = GENESIS
 
-    def link(self, document: dict[str, Any], replica_id: str) -> bytes:
-        """Number and hash ``document`` (in place) as the next record of this chain;
-        returns its canonical JSON (the stored text), encoded once: the keys before
-        ``hash`` and those after it are encoded apart, so the hashed body and the stored
-        text share their bytes."""
-        document.pop("hash", None)
+    def link(self, document: dict[str, Any], replica_id: str) -> dict[str, Any]:
+        """Number and hash ``document`` (in place) as the next record of this chain."""
         document["replica_id"] = replica_id
         document["seq"] = self.seq + 1
         document["prev_hash"] = self.hash
-        before = canonical({k: v for k, v in document.items() if k < "hash"})
-        after = canonical({k: v for k, v in document.items() if k > "hash"})
-        joint = b"," if len(before) > 2 and len(after) > 2 else b""
-        body = before[:-1] + joint + after[1:]
-        digest = hashlib.sha256(self.hash.encode() + body).hexdigest()
-        document["hash"] = digest
+        document["hash"] = record_hash(self.hash, document)
         self.seq = document["seq"]
-        self.hash = digest
-        hash_field = b'"hash":"' + digest.encode() + b'"'
-        return (
-            before[:-1]
-            + (b"," if len(before) > 2 else b"")
-            + hash_field
-            + (b"," if len(after) > 2 else b"")
-            + after[1:]
-        )
+        self.hash = document["hash"]
+        return document
 
 
 @dataclass(frozen=True)

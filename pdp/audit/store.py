@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from pgwarden.pdp.audit.chain import ChainHead
 from pgwarden.pdp.audit.config import AuditStoreConfig
+from pgwarden.pdp.audit.records import canonical
 from pgwarden.pdp.log import log_event
 
 
@@ -142,7 +143,8 @@ class JsonlStore:
                 continue
             fresh.add(record_id)
             document["stored_at_us"] = stored_at
-            lines.append(head.link(document, self.replica_id) + b"\n")
+            head.link(document, self.replica_id)
+            lines.append(canonical(document) + b"\n")
             flags.append(True)
         if lines:
             try:
@@ -337,7 +339,8 @@ class PostgresStore:
                 continue
             held.add(record_id)
             document["stored_at_us"] = stored_at
-            text = head.link(document, self.replica_id).decode()
+            head.link(document, self.replica_id)
+            text = canonical(document).decode()
             rows.append((self.replica_id, head.seq, record_id, head.hash, text))
             flags.append(True)
         if rows:
