@@ -16,8 +16,9 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import aiohttp
 import jwt
 from jwt import PyJWK
 from jwt import exceptions as jwt_errors
@@ -27,9 +28,6 @@ from pgwarden.proxy.auth.dev_tokens import DevTokens
 from pgwarden.proxy.auth.errors import AuthError, AuthFailure
 from pgwarden.proxy.auth.jwks import IssuerKeys, JwksError, JwksSource, jwks_file_error
 from pgwarden.proxy.decision import Identity
-
-if TYPE_CHECKING:  # aiohttp (9 MiB) is imported only when a jwks_url is fetched
-    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -99,8 +97,6 @@ class AgentAuthenticator:
     def http_session(self) -> aiohttp.ClientSession:
         """The HTTP client for ``jwks_url`` fetches, created on first use in the running loop."""
         if self._http is None or self._http.closed:
-            import aiohttp  # noqa: PLC0415 - see the import at the top
-
             self._http = aiohttp.ClientSession(trust_env=False)
         return self._http
 

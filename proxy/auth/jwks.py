@@ -12,16 +12,14 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
+import aiohttp
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
 from pgwarden.config import ConfigError
 from pgwarden.proxy.auth.config import IssuerConfig
-
-if TYPE_CHECKING:  # aiohttp (9 MiB) is imported only by a proxy that fetches a jwks_url
-    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -158,8 +156,6 @@ class JwksSource:
         """The JWKS document's bytes (a file read or one HTTPS GET, with a timeout)."""
         if self.issuer.jwks_url is None:
             return await asyncio.to_thread(self.read_file)
-        import aiohttp  # noqa: PLC0415 - see the import at the top
-
         try:
             async with self._session().get(
                 self.issuer.jwks_url,
