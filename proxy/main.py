@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import functools
+import gc
 import json
 import logging
 import signal
@@ -79,6 +80,11 @@ async def serve(config: ProxyConfig) -> None:
     server = ProxyServer(config, authenticator=authenticator, decision_point=decisions, audit=audit)
     await authenticator.warm_up()
     await server.start()
+    # Everything loaded so far (modules, config, keys) lives as long as the process:
+    # keep it out of the cyclic collector's full collections, which otherwise walk it
+    # again and again while sessions allocate (py-spy: ~4-24 % of the local proxy's
+    # event-loop samples were gc_collect_main).
+    gc.freeze()
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
