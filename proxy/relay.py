@@ -46,6 +46,7 @@ _ROW_TYPES = frozenset({_DATA_ROW, _COPY_DATA})
 # for each execution of a prepared statement (Bind, Describe portal, Execute, Sync) and
 # for each extended-protocol query (the same after a Parse).
 _FAST_SHAPES = frozenset({b"BDES", b"PBDES"})
+_FAST_FIRST = frozenset({b"B", b"P"})  # a Query, say, is not even scanned
 _INSPECTED = frozenset(
     {
         _ROW_DESCRIPTION,
@@ -304,7 +305,8 @@ class RelayCore:
     def client_data(self, data: bytes) -> DecisionRequest | None:
         """Feed bytes from the client; returns a request when decisions are needed first."""
         if (
-            self._waiting is None
+            data[:1] in _FAST_FIRST
+            and self._waiting is None
             and not self._batch
             and not self._discard_until_sync
             and not self.terminated
