@@ -284,7 +284,7 @@ class AuditReporter:
         self._sessions: dict[str, _SessionTally] = {}
         # Messages reused across records: (object, message) by the object's id.
         self._templates: dict[int, tuple[SessionFacts, Identity, pb.AuditRecord]] = {}
-        self._statement_messages: dict[int, tuple[Mapping[str, Any], pb.AuditStatement]] = {}
+        self._statement_messages: dict[int, tuple[Mapping[str, Any], pb.AuditStatement, int]] = {}
         self._decision_messages: dict[int, tuple[Decision, pb.AuditDecision]] = {}
         self.records_built = 0
         self.records_spooled = 0
@@ -471,12 +471,15 @@ class AuditReporter:
         record.MergeFrom(self._session_template(identity, session))
         record.time_unix_us = event[1] // 1000
         tally = self._sessions.get(session.id)
+        sql_chars = 0
         if kind == _STATEMENT:
             execution = event[4]
             record.kind = pb.AUDIT_KIND_STATEMENT
             duration_ns = max(0, execution.finished_ns - execution.started_ns)
             record.time_unix_us = (event[1] - duration_ns) // 1000  # when it was sent
-            self._statement(record, execution.facts, getattr(execution.analysis, "sql", None))
+            sql_chars = self._statement(
+                record, execution.facts, getattr(execution.analysis, "sql", None)
+            )
             self._decision(record, execution.decision)
             outcome = record.outcome
             outcome.status = execution.status
@@ -494,7 +497,7 @@ class AuditReporter:
         elif kind == _REFUSAL:
             record.kind = pb.AUDIT_KIND_REFUSAL
             if event[5] is not None:
-                self._statement(record, event[5], None)
+                sql_chars = self._statement(record, event[5], None)
             self._decision(record, event[4])
             record.outcome.status = "refused"
             record.outcome.sqlstate = event[6]
@@ -526,27 +529,28 @@ class AuditReporter:
                 if isinstance(stats.get(name), int):
                     setattr(totals, name, stats[name])
             totals.reason = str(stats.get("reason", ""))
-        return 400 + len(record.statement.sql)
+        return 400 + sql_chars
 
     def _statement(
         self, record: pb.AuditRecord, facts: Mapping[str, Any], raw_sql: str | None
-    ) -> None:
+    ) -> int:
+        """Fill the record's statement; returns the length of its SQL (for the batch's
+        size estimate: reading it back from the record costs more than the rest)."""
         if self.config.store_sql_literals and raw_sql is not None:
-            self._fill_statement(record.statement, facts, raw_sql)
-            return
+            return self._fill_statement(record.statement, facts, raw_sql)
         # Without literals the message depends on the facts alone, which the analyzer's
         # memo hands out as the same object for every execution of a statement.
         memo = self._statement_messages.get(id(facts))
         if memo is None or memo[0] is not facts:
             message = pb.AuditStatement()
-            self._fill_statement(message, facts, None)
-            memo = (facts, message)
+            memo = (facts, message, self._fill_statement(message, facts, None))
             _remember(self._statement_messages, id(facts), memo)
         record.statement.CopyFrom(memo[1])
+        return memo[2]
 
     def _fill_statement(
         self, statement: pb.AuditStatement, facts: Mapping[str, Any], raw_sql: str | None
-    ) -> None:
+    ) -> int:
         statement.fingerprint = str(facts.get("fingerprint", ""))
         if self.config.store_sql_literals and raw_sql is not None:
             sql = raw_sql
@@ -565,6 +569,7 @@ class AuditReporter:
                 kind=str(relation.get("kind", "")),
                 access=str(relation.get("access", "")),
             )
+        return len(sql)
 
     def _decision(self, record: pb.AuditRecord, decision: Decision) -> None:
         message = record.decision
