@@ -21,7 +21,6 @@ from typing import Any, Protocol
 
 from pgwarden.pdp.audit.chain import ChainHead
 from pgwarden.pdp.audit.config import AuditStoreConfig
-from pgwarden.pdp.audit.records import canonical
 from pgwarden.pdp.log import log_event
 
 
@@ -143,8 +142,7 @@ class JsonlStore:
                 continue
             fresh.add(record_id)
             document["stored_at_us"] = stored_at
-            head.link(document, self.replica_id)
-            lines.append(canonical(document) + b"\n")
+            lines.append(head.link_canonical(document, self.replica_id) + b"\n")
             flags.append(True)
         if lines:
             try:
@@ -339,8 +337,7 @@ class PostgresStore:
                 continue
             held.add(record_id)
             document["stored_at_us"] = stored_at
-            head.link(document, self.replica_id)
-            text = canonical(document).decode()
+            text = head.link_canonical(document, self.replica_id).decode()
             rows.append((self.replica_id, head.seq, record_id, head.hash, text))
             flags.append(True)
         if rows:

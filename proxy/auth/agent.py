@@ -16,9 +16,8 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 import jwt
 from jwt import PyJWK
 from jwt import exceptions as jwt_errors
@@ -28,6 +27,9 @@ from pgwarden.proxy.auth.dev_tokens import DevTokens
 from pgwarden.proxy.auth.errors import AuthError, AuthFailure
 from pgwarden.proxy.auth.jwks import IssuerKeys, JwksError, JwksSource, jwks_file_error
 from pgwarden.proxy.decision import Identity
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -97,6 +99,10 @@ class AgentAuthenticator:
     def http_session(self) -> aiohttp.ClientSession:
         """The HTTP client for ``jwks_url`` fetches, created on first use in the running loop."""
         if self._http is None or self._http.closed:
+            # Imported on first use: only jwks_url issuers need it (~12 MiB of the
+            # proxy's memory otherwise).
+            import aiohttp  # noqa: PLC0415
+
             self._http = aiohttp.ClientSession(trust_env=False)
         return self._http
 

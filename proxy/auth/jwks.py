@@ -12,14 +12,16 @@ import ssl
 import time
 from collections.abc import Callable, Iterable, Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
-import aiohttp
 from jwt import PyJWK
 from jwt.exceptions import PyJWTError
 
 from pgwarden.config import ConfigError
 from pgwarden.proxy.auth.config import IssuerConfig
+
+if TYPE_CHECKING:
+    import aiohttp
 
 log = logging.getLogger(__name__)
 
@@ -156,6 +158,9 @@ class JwksSource:
         """The JWKS document's bytes (a file read or one HTTPS GET, with a timeout)."""
         if self.issuer.jwks_url is None:
             return await asyncio.to_thread(self.read_file)
+        # Imported on first use: only jwks_url issuers need an HTTP client (~12 MiB).
+        import aiohttp  # noqa: PLC0415
+
         try:
             async with self._session().get(
                 self.issuer.jwks_url,
