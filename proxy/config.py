@@ -12,7 +12,7 @@ from pgwarden.config import ConfigError, Section, load_toml
 from pgwarden.proxy.audit import AuditConfig
 from pgwarden.proxy.auth.config import AuthConfig
 from pgwarden.proxy.masking import DETECTORS, MASK_FUNCTIONS
-from pgwarden.proxy.pdp_client import PdpClientConfig
+from pgwarden.proxy.pdp_config import PdpClientConfig
 from pgwarden.proxy.upstream import UpstreamTarget
 
 SSLMODES = ("disable", "require", "verify-ca", "verify-full")

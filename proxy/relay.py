@@ -42,6 +42,11 @@ _READY_FOR_QUERY, _ERROR = ord("Z"), ord("E")
 _COMMAND_COMPLETE, _PORTAL_SUSPENDED, _EMPTY_QUERY = ord("C"), ord("s"), ord("I")
 _COPY_DONE = ord("c")
 _ROW_TYPES = frozenset({_DATA_ROW, _COPY_DATA})
+# Client packets the fast lane takes whole, without the frame buffer: what libpq sends
+# for each execution of a prepared statement (Bind, Describe portal, Execute, Sync) and
+# for each extended-protocol query (the same after a Parse).
+_FAST_SHAPES = frozenset({b"BDES", b"PBDES"})
+_FAST_FIRST = frozenset({b"B", b"P"})  # a Query, say, is not even scanned
 _INSPECTED = frozenset(
     {
         _ROW_DESCRIPTION,
@@ -137,6 +142,9 @@ class _PendingBatch:
     messages: list[bytes]
     executions: list[_BatchExecution]
     ends_with_sync: bool
+    # The client's packet when it was exactly this batch (the fast lane): forwarded as
+    # one buffer when every message of it goes to the server.
+    packet: bytes | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -275,6 +283,7 @@ class RelayCore:
         self._batch_executions: list[_BatchExecution] = []
         self._batch_origin: dict[tuple[str, str], int] = {}  # ("S"|"P", name) -> index
         self._waiting: _PendingQuery | _PendingBatch | None = None
+        self._packet: bytes | None = None  # the client packet the fast lane is in
         self._discard_until_sync = False
         self._denials: deque[_Denial] = deque()
         self._syncs_sent = 0
@@ -295,8 +304,45 @@ class RelayCore:
 
     def client_data(self, data: bytes) -> DecisionRequest | None:
         """Feed bytes from the client; returns a request when decisions are needed first."""
+        if (
+            data[:1] in _FAST_FIRST
+            and self._waiting is None
+            and not self._batch
+            and not self._discard_until_sync
+            and not self.terminated
+            and not self.client.pending
+        ):
+            frames = self._whole_batch(data)
+            if frames is not None:
+                # The fast lane: the same handlers as below, without the frame buffer.
+                self._packet = data
+                request = None
+                try:
+                    for raw in frames:
+                        request = self._on_extended(raw[:1], raw[5:], raw)
+                finally:
+                    self._packet = None
+                return request
         self.client.feed(data)
         return None if self._waiting else self._drain_client()
+
+    def _whole_batch(self, data: bytes) -> list[bytes] | None:
+        """The messages of ``data`` when it is exactly one of the fast lane's shapes
+        (whole, valid lengths); None for anything else (the frame buffer handles it)."""
+        n, pos = len(data), 0
+        frames: list[bytes] = []
+        while pos < n:
+            if n - pos < 5 or len(frames) == 5:
+                return None
+            (length,) = _LENGTH.unpack_from(data, pos + 1)
+            end = pos + 1 + length
+            if length < 4 or length > self.max_message_size or end > n:
+                return None
+            frames.append(data[pos:end])
+            pos = end
+        if bytes([raw[0] for raw in frames]) not in _FAST_SHAPES:
+            return None
+        return frames
 
     def resolve(self, decisions: Sequence[Decision]) -> DecisionRequest | None:
         """Apply the decisions for the last request, then go on with buffered client data."""
@@ -454,7 +500,7 @@ class RelayCore:
         return self.analyzer.execution(sql, bind.params, bind.param_formats)
 
     def _end_batch(self, *, ends_with_sync: bool) -> DecisionRequest | None:
-        batch = _PendingBatch(self._batch, self._batch_executions, ends_with_sync)
+        batch = _PendingBatch(self._batch, self._batch_executions, ends_with_sync, self._packet)
         self._batch, self._batch_executions = [], []
         self._batch_origin.clear()
         if not batch.executions:
@@ -499,6 +545,9 @@ class RelayCore:
         """Send batch messages (up to, not including, a final Sync's bookkeeping) and
         expect their replies: a Describe's answer, an Execute's result."""
         portals = {e.index: e.portal for e in batch.executions}
+        whole = batch.packet if messages is batch.messages else None
+        if whole is not None and any(d.mask or d.detect for _, d in allowed.values()):
+            whole = None  # a Describe of ours goes before an Execute: message by message
         for index, raw in enumerate(messages):
             kind = raw[:1]
             if kind == b"D":
@@ -513,7 +562,10 @@ class RelayCore:
                     self.to_server.append(m.build_describe("P", portals[index]))
                     self._expect(_Describe(execution))
                 self._expect(execution)
-            self.to_server.append(raw)
+            if whole is None:
+                self.to_server.append(raw)
+        if whole is not None:
+            self.to_server.append(whole)
 
     # Refusal --------------------------------------------------------------------------------
 

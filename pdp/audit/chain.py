@@ -26,6 +26,15 @@ def record_hash(prev_hash: str, document: Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical(body)).hexdigest()
 
 
+def _inner(document: Mapping[str, Any]) -> bytes:
+    """The canonical JSON of ``document`` without its outer braces."""
+    return canonical(document)[1:-1] if document else b""
+
+
+def _join(*parts: bytes) -> bytes:
+    return b"{" + b",".join(p for p in parts if p) + b"}"
+
+
 @dataclass
 class ChainHead:
     """Where a replica's chain ends: the next record gets ``seq + 1`` and links ``hash``."""
@@ -33,31 +42,33 @@ class ChainHead:
     seq: int = 0
     hash: str = GENESIS
 
-    def link(self, document: dict[str, Any], replica_id: str) -> bytes:
-        """Number and hash ``document`` (in place) as the next record of this chain;
-        returns its canonical JSON (the stored text), encoded once: the keys before
-        ``hash`` and those after it are encoded apart, so the hashed body and the stored
-        text share their bytes."""
+    def link(self, document: dict[str, Any], replica_id: str) -> dict[str, Any]:
+        """Number and hash ``document`` (in place) as the next record of this chain."""
+        self.link_canonical(document, replica_id)
+        return document
+
+    def link_canonical(self, document: dict[str, Any], replica_id: str) -> bytes:
+        """:meth:`link`, and return the linked document's canonical JSON (what a store
+        writes) from the same serialization as its hash: the keys that sort before
+        ``"hash"`` and those after it are serialized once each, and the canonical text
+        with ``hash`` is theirs with ``"hash":"…"`` between them."""
         document.pop("hash", None)
         document["replica_id"] = replica_id
         document["seq"] = self.seq + 1
         document["prev_hash"] = self.hash
-        before = canonical({k: v for k, v in document.items() if k < "hash"})
-        after = canonical({k: v for k, v in document.items() if k > "hash"})
-        joint = b"," if len(before) > 2 and len(after) > 2 else b""
-        body = before[:-1] + joint + after[1:]
-        digest = hashlib.sha256(self.hash.encode() + body).hexdigest()
-        document["hash"] = digest
+        if not all(isinstance(k, str) for k in document):
+            # Not a JSON document canonical() could sort: the plain way (it raises).
+            document["hash"] = record_hash(self.hash, document)
+            text = canonical(document)
+        else:
+            before = _inner({k: v for k, v in document.items() if k < "hash"})
+            after = _inner({k: v for k, v in document.items() if k > "hash"})
+            digest = hashlib.sha256(self.hash.encode() + _join(before, after)).hexdigest()
+            document["hash"] = digest
+            text = _join(before, b'"hash":"' + digest.encode() + b'"', after)
         self.seq = document["seq"]
-        self.hash = digest
-        hash_field = b'"hash":"' + digest.encode() + b'"'
-        return (
-            before[:-1]
-            + (b"," if len(before) > 2 else b"")
-            + hash_field
-            + (b"," if len(after) > 2 else b"")
-            + after[1:]
-        )
+        self.hash = document["hash"]
+        return text
 
 
 @dataclass(frozen=True)

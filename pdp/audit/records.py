@@ -11,7 +11,7 @@ from __future__ import annotations
 import json
 import uuid
 from collections.abc import Mapping
-from datetime import UTC, datetime, timedelta
+from datetime import UTC, datetime
 from typing import Any
 
 from pgwarden.v1 import decision_pb2 as pb
@@ -42,9 +42,17 @@ def canonical(document: Mapping[str, Any]) -> bytes:
 
 def iso_time(time_us: int) -> str:
     """Microseconds since the epoch → ``2026-11-24T06:19:34.123456Z``."""
+    global _last_second  # noqa: PLW0603 (a one-entry cache)
     seconds, micros = divmod(time_us, 1_000_000)
-    moment = datetime.fromtimestamp(seconds, tz=UTC) + timedelta(microseconds=micros)
-    return moment.strftime("%Y-%m-%dT%H:%M:%S.%fZ")
+    # Records come in bursts within the same second: format that second once.
+    cached_seconds, prefix = _last_second
+    if seconds != cached_seconds:
+        prefix = datetime.fromtimestamp(seconds, tz=UTC).strftime("%Y-%m-%dT%H:%M:%S")
+        _last_second = (seconds, prefix)
+    return f"{prefix}.{micros:06d}Z"
+
+
+_last_second: tuple[int | None, str] = (None, "")
 
 
 def record_document(record: pb.AuditRecord) -> dict[str, Any]:

@@ -142,7 +142,7 @@ class JsonlStore:
                 continue
             fresh.add(record_id)
             document["stored_at_us"] = stored_at
-            lines.append(head.link(document, self.replica_id) + b"\n")
+            lines.append(head.link_canonical(document, self.replica_id) + b"\n")
             flags.append(True)
         if lines:
             try:
@@ -337,7 +337,7 @@ class PostgresStore:
                 continue
             held.add(record_id)
             document["stored_at_us"] = stored_at
-            text = head.link(document, self.replica_id).decode()
+            text = head.link_canonical(document, self.replica_id).decode()
             rows.append((self.replica_id, head.seq, record_id, head.hash, text))
             flags.append(True)
         if rows:

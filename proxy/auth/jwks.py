@@ -20,7 +20,7 @@ from jwt.exceptions import PyJWTError
 from pgwarden.config import ConfigError
 from pgwarden.proxy.auth.config import IssuerConfig
 
-if TYPE_CHECKING:  # aiohttp (9 MiB) is imported only by a proxy that fetches a jwks_url
+if TYPE_CHECKING:
     import aiohttp
 
 log = logging.getLogger(__name__)
@@ -158,7 +158,8 @@ class JwksSource:
         """The JWKS document's bytes (a file read or one HTTPS GET, with a timeout)."""
         if self.issuer.jwks_url is None:
             return await asyncio.to_thread(self.read_file)
-        import aiohttp  # noqa: PLC0415 - see the import at the top
+        # Imported on first use: only jwks_url issuers need an HTTP client (~12 MiB).
+        import aiohttp  # noqa: PLC0415
 
         try:
             async with self._session().get(

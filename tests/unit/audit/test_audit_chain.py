@@ -40,21 +40,7 @@ def record(n: int, kind: int = pb.AUDIT_KIND_STATEMENT) -> pb.AuditRecord:
 
 def chained(count: int, replica: str = "pdp-a") -> list[dict[str, Any]]:
     head = ChainHead()
-    documents = [record_document(record(n)) for n in range(1, count + 1)]
-    for document in documents:
-        head.link(document, replica)
-    return documents
-
-
-def test_the_stored_text_is_the_canonical_json_and_its_hash_covers_the_rest() -> None:
-    head = ChainHead()
-    for n in range(1, 4):
-        document = record_document(record(n))
-        text = head.link(document, "pdp-a")
-        assert text == canonical(document)
-        assert document["hash"] == record_hash(document["prev_hash"], document)
-    for sparse in ({}, {"a": 1}, {"z": 1}):  # nothing sorts before "hash", or one key
-        assert ChainHead().link(sparse, "r") == canonical(sparse)
+    return [head.link(record_document(record(n)), replica) for n in range(1, count + 1)]
 
 
 def lines(documents: list[dict[str, Any]]) -> list[tuple[int, str]]:
