@@ -40,6 +40,7 @@ from pgwarden.v1 import decision_pb2_grpc as pb_grpc
 
 SERVICE_NAME = pb.DESCRIPTOR.services_by_name["DecisionService"].full_name
 DECISION_IDS_KEY = "pgwarden-decision-ids"
+STREAM_ACCEPTED_KEY = "pgwarden-stream-accepted"  # DecideStream's first header
 HEALTH_PREFIX = "/grpc.health.v1.Health/"
 _ACTION_NAMES = {
     pb.ACTION_ALLOW: "allow",
@@ -223,6 +224,8 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
     ) -> AsyncIterator[pb.DecideStreamResponse]:
         """Decide each request as it arrives, concurrently; send each answer when it is
         ready (from here: a gRPC call takes one message write at a time)."""
+        # Headers now: the proxy waits for them (or for a refusal) before its first write.
+        await context.send_initial_metadata(((STREAM_ACCEPTED_KEY, "1"),))
         answers: asyncio.Queue[pb.DecideStreamResponse | None] = asyncio.Queue()
 
         async def answer(item: pb.DecideStreamRequest) -> None:

@@ -59,6 +59,7 @@ from pgwarden.v1 import decision_pb2 as pb
 from pgwarden.v1 import decision_pb2_grpc as pb_grpc
 
 DECISION_IDS_KEY = "pgwarden-decision-ids"
+STREAM_ACCEPTED_KEY = "pgwarden-stream-accepted"  # DecideStream's first header
 # Reconnect quickly after a PDP restart (gRPC's default backoff grows to two minutes).
 CHANNEL_OPTIONS: list[tuple[str, Any]] = [
     ("grpc.initial_reconnect_backoff_ms", 100),
@@ -124,6 +125,7 @@ class _DecisionStream:
         self.call = stub.DecideStream(metadata=metadata)
         self.address = address
         self.error: PdpError | None = None
+        self._accepted = False
         self._ids = itertools.count(1)
         self._waiting: dict[int, asyncio.Future[pb.DecideResponse]] = {}
         self._writing = asyncio.Lock()
@@ -133,6 +135,15 @@ class _DecisionStream:
         """The answer to ``request``; raises PdpError (or AioRpcError from the write)."""
         if self.error is not None:
             raise self.error
+        if not self._accepted:
+            # The PDP accepts the stream with a header of its own, or ends the call at once
+            # (refused credentials; an older PDP without DecideStream): wait for one or the
+            # other before writing, since a write on a call that just ended loses its
+            # status (gRPC reports INTERNAL).
+            headers = await self.call.initial_metadata()
+            if (STREAM_ACCEPTED_KEY, "1") not in tuple(headers or ()):
+                raise await self._ended()  # code() waits for the end of the call
+            self._accepted = True
         request_id = next(self._ids)
         answer: asyncio.Future[pb.DecideResponse] = asyncio.get_running_loop().create_future()
         self._waiting[request_id] = answer
@@ -142,13 +153,17 @@ class _DecisionStream:
                     pb.DecideStreamRequest(request_id=request_id, request=request)
                 )
             return await answer
-        except asyncio.InvalidStateError:  # the call ended between the check and the write
-            # Its status, even when the reader has not seen the end yet: a PDP that refuses
-            # the stream's credentials ends it before the first write, and that is
-            # pdp_unauthenticated, not pdp_unavailable.
-            raise self.error or await self._ended() from None
+        except (asyncio.InvalidStateError, grpc.aio.AioRpcError):
+            # The call ended under the write (the PDP went away): the reader has its status.
+            await asyncio.wait({self._reader})
+            raise self._failure() from None
         finally:
             self._waiting.pop(request_id, None)
+            if answer.done() and not answer.cancelled():
+                answer.exception()  # seen: when it is an error, it was raised another way
+
+    def _failure(self) -> PdpError:
+        return self.error or PdpError(DecisionCode.PDP_UNAVAILABLE, f"{self.address}: ended")
 
     async def _ended(self) -> PdpError:
         """The error a call that has ended stands for, from its status."""

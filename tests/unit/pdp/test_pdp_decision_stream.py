@@ -1,4 +1,5 @@
-"""The client's DecideStream: a call that ends before a write fails with its own status."""
+"""The client's DecideStream: a call the PDP ends without accepting it fails with its own
+status, never a write's INTERNAL."""
 
 from __future__ import annotations
 
@@ -20,6 +21,9 @@ class EndedCall:
 
     def __init__(self, code: grpc.StatusCode) -> None:
         self._code = code
+
+    async def initial_metadata(self) -> tuple[tuple[str, str], ...]:
+        return ()  # a call that ended at once: trailers only, no acceptance header
 
     async def write(self, request: Any) -> None:
         raise asyncio.InvalidStateError("RPC already finished")
