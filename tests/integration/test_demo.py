@@ -14,6 +14,9 @@ from pathlib import Path
 
 import pytest
 
+from pgwarden.pdp.audit.store import read_jsonl_lines
+from tests.integration.wiretap import WiretapProcess, reconcile
+
 
 def pgwarden(*args: str) -> subprocess.CompletedProcess[str]:
     return subprocess.run(
@@ -52,20 +55,43 @@ def processes_mentioning(text: str) -> list[str]:
 def test_up_demo_down(state: Path) -> None:
     up = pgwarden("up", "--detach", "--state-dir", str(state))
     assert up.returncode == 0, up.stderr
+    tap: WiretapProcess | None = None
     try:
         info = json.loads((state / "stack.json").read_text())
         assert set(info["tokens"]) >= {"agent:reporting", "agent:etl", "human:dba"}
         assert Path(info["proxy"]["ca_file"]).is_file()
         assert oct((state / "stack.json").stat().st_mode & 0o777) == "0o600"
 
-        tour = pgwarden("demo", "--state-dir", str(state), "--json")
+        # The tour's psql sessions go through the suite's wiretap (it presents the
+        # proxy's certificate): what they received is reconciled with the audit trail.
+        stack_file = state / "stack.json"
+        proxy = info["proxy"]
+        tap = WiretapProcess(
+            state.parent,
+            (proxy["host"], proxy["port"]),
+            tls=(state / "tls" / "cert.pem", state / "tls" / "key.pem"),
+        )
+        tap.start_and_wait()
+        stack_file.write_text(json.dumps({**info, "proxy": {**proxy, "port": tap.port}}))
+        try:
+            tour = pgwarden("demo", "--state-dir", str(state), "--json")
+        finally:
+            stack_file.write_text(json.dumps(info))
         steps = {s["title"]: s for s in json.loads(tour.stdout)}
         assert tour.returncode == 0, tour.stdout
     finally:
         down = pgwarden("down", "--state-dir", str(state))
+        if tap is not None:
+            tap.stop()
     assert down.returncode == 0, down.stderr
     assert processes_mentioning(str(state)) == []
     assert not (state / "stack.json").exists()
+    audit = Path(info["audit"]["file"])
+    records = [json.loads(text) for _, text in read_jsonl_lines(audit)]
+    assert tap is not None
+    sessions = [c for c in tap.connections() if c["kind"] == "startup"]
+    assert len(sessions) == len(steps) - 2  # each psql step; the last two read the file
+    assert reconcile(tap.connections(), records) == []
 
     dba = steps["An allowed query: the DBA reads one customer"]["output"]
     assert "@example." in dba
