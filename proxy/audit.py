@@ -8,10 +8,11 @@ and never waits: records are built, spooled and sent in batches by two backgroun
   waiting) it builds the ``pb.AuditRecord`` messages — each gets its own ``record_id`` —
   and appends them to the spool file as one frame, then fsyncs.
 - **Sender.** Reads frames from the spool, from the last acknowledged offset on, and sends
-  them on ``ReportExecutions``; the PDP answers once they are durable in its store. The
-  acknowledged offset then moves on; a fully acknowledged spool is truncated. While the
-  PDP cannot be reached the spool grows (up to ``spool_max_bytes``) and is replayed when it
-  comes back; records are idempotent by ``record_id``, so a replay never duplicates.
+  them on ``ReportExecutions`` as the bytes they are (never parsed again); the PDP answers
+  once they are durable in its store. The acknowledged offset then moves on; a fully
+  acknowledged spool is truncated. While the PDP cannot be reached the spool grows (up to
+  ``spool_max_bytes``) and is replayed when it comes back; records are idempotent by
+  ``record_id``, so a replay never duplicates.
 - **Fail closed.** When records cannot be made durable anywhere (the spool is full, the
   disk fails), :attr:`AuditReporter.durable_ok` turns False; with ``[audit] required`` the
   proxy refuses new statements until it is True again.
@@ -31,7 +32,7 @@ import struct
 import time
 import zlib
 from collections import OrderedDict
-from collections.abc import Awaitable, Callable, Mapping, Sequence
+from collections.abc import Awaitable, Callable, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
@@ -70,7 +71,11 @@ _ACTIONS = {
 # Event kinds queued by the hot path.
 _STATEMENT, _REFUSAL, _OPEN, _CLOSE, _AUTH = range(5)
 
-Send = Callable[[Sequence[pb.AuditRecord]], Awaitable[int]]
+# ReportExecutionsRequest.records (field 2, length-delimited): the key byte of each record.
+_RECORDS_TAG = 2 << 3 | 2
+
+# Delivers one serialized ``pb.ReportExecutionsRequest`` holding ``count`` records.
+Send = Callable[[bytes, int], Awaitable[int]]
 
 
 @dataclass(frozen=True)
@@ -262,9 +267,9 @@ class _SessionTally:
 class AuditReporter:
     """Builds, spools and delivers the proxy's audit records.
 
-    ``send`` delivers a batch and returns how many records the PDP made durable (0 on any
-    failure); in production it is ``PdpClient.report_executions`` (bound with the
-    configured ``report_timeout_s``).
+    ``send`` delivers a batch (the spool's frames, serialized) and returns how many records
+    the PDP made durable (0 on any failure); in production it is
+    ``PdpClient.report_serialized`` (bound with the configured ``report_timeout_s``).
     """
 
     def __init__(self, config: AuditConfig, send: Send, *, proxy_id: str) -> None:
@@ -659,33 +664,33 @@ class AuditReporter:
             await self._spooled.wait()
             self._spooled.clear()
             while self.spool.acked < self.spool.size:
-                records: list[pb.AuditRecord] = []
+                request, count = b"", 0
                 end = self.spool.acked
                 try:
                     async with self._lock:
                         payloads, end = await asyncio.to_thread(
                             self.spool.read, self.spool.acked, SEND_MAX_BYTES
                         )
-                    # Concatenated messages parse as one: their records, in order.
-                    records.extend(
-                        pb.ReportExecutionsRequest.FromString(b"".join(payloads)).records
-                    )
+                    # Concatenated messages are one message with all their records, in
+                    # order: the frames go out as the bytes they are in the spool.
+                    request = b"".join(payloads)
+                    count = record_count(request)
                 except Exception as exc:  # unreadable spool: retry, never skip records
                     self.last_error = str(exc)
                     log.error(
                         "audit spool unreadable",
                         extra={"event": "audit_spool_unreadable", "error": str(exc)},
                     )
-                    records = []
+                    count = 0
                 try:
-                    accepted = await self.send(records) if records else 0
+                    accepted = await self.send(request, count) if count else 0
                 except Exception as exc:  # a sender must not stop delivery for good
                     log.warning(
                         "audit delivery failed",
                         extra={"event": "audit_send_failed", "error": str(exc)},
                     )
                     accepted = 0
-                if not records or accepted != len(records):
+                if not count or accepted != count:
                     self.send_failures += 1
                     with contextlib.suppress(TimeoutError):
                         await asyncio.wait_for(self._spooled.wait(), backoff)
@@ -693,7 +698,7 @@ class AuditReporter:
                     backoff = min(backoff * 2, RETRY_S[1])
                     continue
                 backoff = RETRY_S[0]
-                self.records_acked += len(records)
+                self.records_acked += count
                 async with self._lock:
                     await asyncio.to_thread(self._acknowledge, end)
             if not self._durable_ok and self._held:
@@ -786,6 +791,32 @@ def _fill_decision(message: pb.AuditDecision, decision: Decision) -> None:
     message.code = decision.code
 
 
+def record_count(request: bytes) -> int:
+    """The records in a serialized ``pb.ReportExecutionsRequest``, counted from their
+    length prefixes without parsing them; ValueError when it is not one."""
+    count = pos = 0
+    size = len(request)
+    while pos < size:
+        if request[pos] != _RECORDS_TAG:
+            raise ValueError(f"not a record at byte {pos} of a spooled batch")
+        pos += 1
+        length = shift = 0
+        while True:  # the record's length: a varint
+            if pos >= size or shift > 28:
+                raise ValueError("truncated record length in a spooled batch")
+            byte = request[pos]
+            pos += 1
+            length |= (byte & 0x7F) << shift
+            if byte < 0x80:
+                break
+            shift += 7
+        pos += length
+        count += 1
+    if pos != size:
+        raise ValueError("truncated record in a spooled batch")
+    return count
+
+
 def _remember(memo: dict[int, Any], key: int, value: Any) -> None:
     """Keep ``value`` in a bounded memo keyed by an object's id (the value holds the
     object, so the id cannot be reused while the entry lives)."""
@@ -811,15 +842,16 @@ class LocalAuditStore:
         await self.writer.start()
         return self
 
-    async def send(self, records: Sequence[pb.AuditRecord]) -> int:
+    async def send(self, request: bytes, count: int) -> int:
         from pgwarden.pdp.audit.records import record_document  # noqa: PLC0415
         from pgwarden.pdp.audit.store import AuditStoreError  # noqa: PLC0415
 
+        records = pb.ReportExecutionsRequest.FromString(request).records
         try:
             await self.writer.write([record_document(r) for r in records])
         except AuditStoreError:
             return 0
-        return len(records)
+        return len(records) if len(records) == count else 0
 
     async def close(self) -> None:
         await self.writer.close()

@@ -74,7 +74,7 @@ async def serve(config: ProxyConfig) -> None:
 
         decisions = await PdpClient(config.decisions, proxy_id=config.proxy_id).start()
         send = functools.partial(
-            decisions.report_executions, timeout_s=config.audit.report_timeout_s
+            decisions.report_serialized, timeout_s=config.audit.report_timeout_s
         )
     audit = await AuditReporter(config.audit, send, proxy_id=config.proxy_id).start()
     server = ProxyServer(config, authenticator=authenticator, decision_point=decisions, audit=audit)

@@ -69,6 +69,7 @@ CHANNEL_OPTIONS: list[tuple[str, Any]] = [
 ]
 WATCH_BACKOFF_S = (0.1, 2.0)
 SESSION_KEYS_MAX = 8192
+REPORT_EXECUTIONS = "/pgwarden.v1.DecisionService/ReportExecutions"
 FACTS_MEMO_MAX = 8192
 
 _ACTIONS = {
@@ -198,6 +199,15 @@ class _Endpoint:
     stub: Any  # DecisionServiceAsyncStub
     stream: _DecisionStream | None = None
     unary_only: bool = False  # the PDP does not implement DecideStream
+
+    def __post_init__(self) -> None:
+        # ReportExecutions with requests that are serialized already (the audit spool's
+        # frames): no serializer, the bytes go out as they are.
+        self.report_serialized = self.channel.stream_unary(
+            REPORT_EXECUTIONS,
+            request_serializer=None,
+            response_deserializer=pb.ReportExecutionsResponse.FromString,
+        )
 
 
 class ClientMetrics:
@@ -394,18 +404,30 @@ class PdpClient:
         store may take longer than a decision). Never raises."""
         if not records:
             return 0
+        request = pb.ReportExecutionsRequest(records=records).SerializeToString()
+        return await self.report_serialized(request, len(records), timeout_s=timeout_s)
 
-        async def batches() -> Any:
-            yield pb.ReportExecutionsRequest(records=records)
+    async def report_serialized(
+        self, request: bytes, count: int, *, timeout_s: float | None = None
+    ) -> int:
+        """:meth:`report_executions` for a batch serialized already (a
+        ``pb.ReportExecutionsRequest`` of ``count`` records, as the audit spool holds
+        it): the bytes are sent as they are, never parsed and built again."""
+
+        async def requests() -> Any:
+            yield request
+
+        async def invoke(endpoint: _Endpoint, remaining: float) -> Any:
+            return await endpoint.report_serialized(
+                requests(), timeout=remaining, metadata=self._metadata
+            )
 
         try:
-            response, _ = await self._call(
-                "ReportExecutions", batches, stream=True, deadline_s=timeout_s
-            )
+            response = await self._failover(invoke, timeout_s)
         except PdpError:
             return 0
         accepted: int = response.accepted
-        return accepted if accepted == len(records) else 0
+        return accepted if accepted == count else 0
 
     # -- internals ---------------------------------------------------------------------
 
@@ -505,19 +527,17 @@ class PdpClient:
             for _ in range(count)
         ]
 
-    async def _call(
-        self, method: str, request: Any, *, stream: bool = False, deadline_s: float | None = None
-    ) -> tuple[Any, Any]:
-        """Call ``method`` on the preferred endpoint, failing over on UNAVAILABLE, all
-        within one deadline (``deadline_s``, default the config's); raise PdpError."""
+    async def _call(self, method: str, request: Any) -> tuple[Any, Any]:
+        """Call the unary ``method`` on the preferred endpoint, failing over on
+        UNAVAILABLE, all within the config's deadline; raise PdpError."""
 
         async def unary(endpoint: _Endpoint, remaining: float) -> tuple[Any, Any]:
             call = getattr(endpoint.stub, method)(
-                request() if stream else request, timeout=remaining, metadata=self._metadata
+                request, timeout=remaining, metadata=self._metadata
             )
             return await call, call
 
-        result: tuple[Any, Any] = await self._failover(unary, deadline_s)
+        result: tuple[Any, Any] = await self._failover(unary)
         return result
 
     async def _decide_on(

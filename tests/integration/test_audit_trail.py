@@ -208,7 +208,7 @@ async def start_audited_proxy(
             spool_dir = tmp_path / "spool"
             reporter = AuditReporter(
                 AuditConfig(spool_dir=spool_dir, **{"batch_max_delay_s": 0.02, **audit}),
-                functools.partial(client.report_executions, timeout_s=5.0),
+                functools.partial(client.report_serialized, timeout_s=5.0),
                 proxy_id=config.proxy_id,
             )
             await reporter.start()

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from collections.abc import Callable, Sequence
+from collections.abc import Callable
 from pathlib import Path
 
 import pytest
@@ -20,6 +20,7 @@ from pgwarden.proxy.audit import (
     AuditReporter,
     Spool,
     SpoolFull,
+    record_count,
 )
 from pgwarden.proxy.auth.errors import AuthFailure
 from pgwarden.proxy.decision import (
@@ -39,12 +40,14 @@ class FakePdp:
         self.calls = 0
         self.records: list[pb.AuditRecord] = []
 
-    async def send(self, records: Sequence[pb.AuditRecord]) -> int:
+    async def send(self, request: bytes, count: int) -> int:
         self.calls += 1
         if not self.up:
             return 0
+        records = pb.ReportExecutionsRequest.FromString(request).records
+        assert len(records) == count
         self.records.extend(records)
-        return len(records)
+        return count
 
 
 async def until(condition: Callable[[], bool], timeout_s: float = 10) -> None:
@@ -324,3 +327,13 @@ async def test_allow_local_store_keeps_a_chained_trail_without_a_pdp(tmp_path: P
     assert len(lines) == 2
     assert verify(lines).ok
     assert SENTINEL not in path.read_text()
+
+
+def test_record_count_reads_the_length_prefixes_of_a_serialized_batch() -> None:
+    records = [pb.AuditRecord(record_id=str(i), database="x" * (i * 50)) for i in range(7)]
+    request = pb.ReportExecutionsRequest(records=records).SerializeToString()
+    assert record_count(request) == 7  # lengths of one and of two varint bytes
+    assert record_count(b"") == 0
+    for broken in (request[:-1], request + b"\x12", b"\x0a\x00", b"\x12\xff"):
+        with pytest.raises(ValueError, match="spooled batch"):
+            record_count(broken)
