@@ -26,15 +26,6 @@ def record_hash(prev_hash: str, document: Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical(body)).hexdigest()
 
 
-def _inner(document: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of ``document`` without its outer braces."""
-    return canonical(document)[1:-1] if document else b""
-
-
-def _join(*parts: bytes) -> bytes:
-    return b"{" + b",".join(p for p in parts if p) + b"}"
-
-
 @dataclass
 class ChainHead:
     """Where a replica's chain ends: the next record gets ``seq + 1`` and links ``hash``."""
@@ -49,26 +40,18 @@ class ChainHead:
 
     def link_canonical(self, document: dict[str, Any], replica_id: str) -> bytes:
         """:meth:`link`, and return the linked document's canonical JSON (what a store
-        writes) from the same serialization as its hash: the keys that sort before
-        ``"hash"`` and those after it are serialized once each, and the canonical text
-        with ``hash`` is theirs with ``"hash":"…"`` between them."""
+        writes)."""
         document.pop("hash", None)
         document["replica_id"] = replica_id
         document["seq"] = self.seq + 1
         document["prev_hash"] = self.hash
-        if not all(isinstance(k, str) for k in document):
-            # Not a JSON document canonical() could sort: the plain way (it raises).
-            document["hash"] = record_hash(self.hash, document)
-            text = canonical(document)
-        else:
-            before = _inner({k: v for k, v in document.items() if k < "hash"})
-            after = _inner({k: v for k, v in document.items() if k > "hash"})
-            digest = hashlib.sha256(self.hash.encode() + _join(before, after)).hexdigest()
-            document["hash"] = digest
-            text = _join(before, b'"hash":"' + digest.encode() + b'"', after)
+        # Serializing twice (without the hash, then with it) costs less than splitting
+        # the document's keys around "hash" to serialize them once.
+        digest = hashlib.sha256(self.hash.encode() + canonical(document)).hexdigest()
+        document["hash"] = digest
         self.seq = document["seq"]
-        self.hash = document["hash"]
-        return text
+        self.hash = digest
+        return canonical(document)
 
 
 @dataclass(frozen=True)

