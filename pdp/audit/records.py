@@ -9,11 +9,12 @@ could change on a round trip through a store.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Mapping
+from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any
+from typing import Any, TypeVar
 
 import orjson
+from google.protobuf.message import Message
 
 from pgwarden.v1 import decision_pb2 as pb
 
@@ -65,8 +66,9 @@ _last_second: tuple[int | None, str] = (None, "")
 def record_document(record: pb.AuditRecord) -> dict[str, Any]:
     """The stored form of a record, before the PDP chains it. A record without a
     ``record_id`` (never sent by the proxy) gets one, so nothing is ever dropped."""
-    identity = record.identity
-    document: dict[str, Any] = {
+    has = record.HasField
+    decision = record.decision if has("decision") else None
+    return {
         "v": FORMAT_VERSION,
         "record_id": record.record_id or f"pdp-{uuid.uuid4().hex}",
         "kind": KINDS.get(record.kind, "unknown"),
@@ -74,74 +76,110 @@ def record_document(record: pb.AuditRecord) -> dict[str, Any]:
         "time_us": record.time_unix_us,
         "proxy_id": record.proxy_id,
         "session_id": record.session_id,
-        "identity": {
-            "subject": identity.subject,
-            "issuer": identity.issuer,
-            "groups": list(identity.groups),
-            "auth_method": identity.auth_method,
-        },
+        "identity": _part(_identities, record.identity, _identity),
         "database": record.database,
         "client_addr": record.client_addr,
         "client_port": record.client_port,
         "application_name": record.application_name,
-        "decision_id": record.decision.decision_id if record.HasField("decision") else "",
-        "statement": None,
-        "decision": None,
-        "outcome": None,
-        "session_stats": None,
-        "auth": None,
+        "decision_id": decision.decision_id if decision is not None else "",
+        "statement": _part(_statements, record.statement, _statement) if has("statement") else None,
+        "decision": _part(_decisions, decision, _decision) if decision is not None else None,
+        "outcome": _outcome(record.outcome) if has("outcome") else None,
+        "session_stats": _session_stats(record.session_stats) if has("session_stats") else None,
+        "auth": _auth(record.auth) if has("auth") else None,
     }
-    if record.HasField("statement"):
-        s = record.statement
-        document["statement"] = {
-            "fingerprint": s.fingerprint,
-            "sql": s.sql,
-            "sql_has_literals": s.sql_has_literals,
-            "command": s.command,
-            "protocol": s.protocol,
-            "relations": [
-                {"schema": r.schema, "name": r.name, "kind": r.kind, "access": r.access}
-                for r in s.relations
-            ],
-        }
-    if record.HasField("decision"):
-        d = record.decision
-        document["decision"] = {
-            "action": ACTIONS.get(d.action, "deny"),
-            "reasons": list(d.reasons),
-            "mask": dict(sorted(d.mask.items())),
-            "row_limit": d.row_limit if d.HasField("row_limit") else None,
-            "dry_run": d.dry_run,
-            "revision": d.revision,
-            "code": d.code,
-            "cached": d.cached,
-        }
-    if record.HasField("outcome"):
-        o = record.outcome
-        document["outcome"] = {
-            "status": o.status,
-            "rows": o.rows,
-            "rows_affected": o.rows_affected if o.HasField("rows_affected") else None,
-            "bytes_sent": o.bytes_sent,
-            "duration_us": o.duration_us,
-            "sqlstate": o.sqlstate,
-            "row_limit_reached": o.row_limit_reached,
-        }
-    if record.HasField("session_stats"):
-        t = record.session_stats
-        document["session_stats"] = {
-            "statements": t.statements,
-            "refusals": t.refusals,
-            "rows": t.rows,
-            "bytes_sent": t.bytes_sent,
-            "duration_us": t.duration_us,
-            "reason": t.reason,
-        }
-    if record.HasField("auth"):
-        a = record.auth
-        document["auth"] = {
-            "code": a.code,
-            "sqlstate": a.sqlstate,
-            "context": dict(sorted(a.context.items())),
-        }
-    return document
+
+
+# The identity, statement and decision of a session's records repeat (the proxy copies
+# them from one message per session, statement and cached decision): each is built once
+# per distinct serialized message and handed out as a new object parsed from its JSON
+# (a document may be changed by whoever holds it; the next one must not see that).
+PART_MEMO_MAX = 4096  # entries per kind of part
+PART_KEY_MAX = 4096  # bytes: a part serialized longer (a long statement) is built each time
+_Part = TypeVar("_Part", bound=Message)
+_identities: dict[bytes, bytes] = {}
+_statements: dict[bytes, bytes] = {}
+_decisions: dict[bytes, bytes] = {}
+
+
+def _part(
+    memo: dict[bytes, bytes], message: _Part, build: Callable[[_Part], dict[str, Any]]
+) -> dict[str, Any]:
+    key = message.SerializeToString()
+    text = memo.get(key)
+    if text is not None:
+        part: dict[str, Any] = orjson.loads(text)
+        return part
+    part = build(message)
+    if len(key) <= PART_KEY_MAX:
+        if len(memo) >= PART_MEMO_MAX:
+            memo.clear()
+        memo[key] = orjson.dumps(part)
+    return part
+
+
+def _identity(i: pb.Identity) -> dict[str, Any]:
+    return {
+        "subject": i.subject,
+        "issuer": i.issuer,
+        "groups": list(i.groups),
+        "auth_method": i.auth_method,
+    }
+
+
+def _statement(s: pb.AuditStatement) -> dict[str, Any]:
+    return {
+        "fingerprint": s.fingerprint,
+        "sql": s.sql,
+        "sql_has_literals": s.sql_has_literals,
+        "command": s.command,
+        "protocol": s.protocol,
+        "relations": [
+            {"schema": r.schema, "name": r.name, "kind": r.kind, "access": r.access}
+            for r in s.relations
+        ],
+    }
+
+
+def _decision(d: pb.AuditDecision) -> dict[str, Any]:
+    return {
+        "action": ACTIONS.get(d.action, "deny"),
+        "reasons": list(d.reasons),
+        "mask": dict(sorted(d.mask.items())),
+        "row_limit": d.row_limit if d.HasField("row_limit") else None,
+        "dry_run": d.dry_run,
+        "revision": d.revision,
+        "code": d.code,
+        "cached": d.cached,
+    }
+
+
+def _outcome(o: pb.AuditOutcome) -> dict[str, Any]:
+    return {
+        "status": o.status,
+        "rows": o.rows,
+        "rows_affected": o.rows_affected if o.HasField("rows_affected") else None,
+        "bytes_sent": o.bytes_sent,
+        "duration_us": o.duration_us,
+        "sqlstate": o.sqlstate,
+        "row_limit_reached": o.row_limit_reached,
+    }
+
+
+def _session_stats(t: pb.AuditSessionStats) -> dict[str, Any]:
+    return {
+        "statements": t.statements,
+        "refusals": t.refusals,
+        "rows": t.rows,
+        "bytes_sent": t.bytes_sent,
+        "duration_us": t.duration_us,
+        "reason": t.reason,
+    }
+
+
+def _auth(a: pb.AuditAuthRefusal) -> dict[str, Any]:
+    return {
+        "code": a.code,
+        "sqlstate": a.sqlstate,
+        "context": dict(sorted(a.context.items())),
+    }

@@ -6,7 +6,7 @@ import json
 from typing import Any
 
 from pgwarden.pdp.audit.chain import GENESIS, ChainHead, record_hash, verify
-from pgwarden.pdp.audit.records import canonical, record_document
+from pgwarden.pdp.audit.records import PART_KEY_MAX, canonical, record_document
 from pgwarden.v1 import decision_pb2 as pb
 
 
@@ -151,3 +151,32 @@ def test_canonical_form_is_stable_through_json_round_trips() -> None:
     text = json.dumps(document, indent=2)  # e.g. what jsonb gives back, reordered
     assert canonical(json.loads(text)) == canonical(document)
     assert record_hash(document["prev_hash"], json.loads(text)) == document["hash"]
+
+
+def test_allow_documents_of_repeated_parts_are_equal_but_never_shared() -> None:
+    # Identity, statement and decision are built once per distinct message (a memo):
+    # each document still gets objects of its own.
+    first, second = record_document(record(1)), record_document(record(1))
+    assert first == second
+    first["statement"]["relations"][0]["name"] = "edited"
+    first["decision"]["mask"].clear()
+    first["identity"]["groups"].append("edited")
+    assert record_document(record(1)) == second
+    assert second["statement"]["relations"][0]["name"] == "orders"
+
+
+def test_allow_a_part_that_differs_in_one_field_is_its_own() -> None:
+    message = record(1)
+    message.statement.relations[0].access = "write"
+    message.decision.cached = True
+    document = record_document(message)
+    assert document["statement"]["relations"][0]["access"] == "write"
+    assert document["decision"]["cached"] is True
+    assert record_document(record(1))["decision"]["cached"] is False
+
+
+def test_allow_a_statement_too_long_to_memoize_is_still_recorded_whole() -> None:
+    message = record(1)
+    message.statement.sql = "SELECT " + "x, " * PART_KEY_MAX + "1"
+    assert record_document(message)["statement"]["sql"] == message.statement.sql
+    assert record_document(message) == record_document(message)
