@@ -5,6 +5,8 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from pgwarden.pdp.audit.chain import GENESIS, ChainHead, record_hash, verify
 from pgwarden.pdp.audit.records import PART_KEY_MAX, canonical, record_document
 from pgwarden.v1 import decision_pb2 as pb
@@ -180,3 +182,38 @@ def test_allow_a_statement_too_long_to_memoize_is_still_recorded_whole() -> None
     message.statement.sql = "SELECT " + "x, " * PART_KEY_MAX + "1"
     assert record_document(message)["statement"]["sql"] == message.statement.sql
     assert record_document(message) == record_document(message)
+
+
+PLACEHOLDER_MEMBER = {"hash": "#" * 64}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        record_document(record(1)),
+        {"record_id": "r"},  # "hash" is the first member
+        {"record_id": "r", "hash": "an old hash"},
+        {"record_id": "r", "a": PLACEHOLDER_MEMBER},  # the member's text before its own
+        {"record_id": "r", "z": [PLACEHOLDER_MEMBER]},  # and after it
+        {"record_id": "r", "a": {'x"hash': "#" * 64}},  # a key that ends in "hash
+        {"record_id": "r", "a": "#" * 64, "hash2": '"hash":"' + "#" * 64 + '"'},
+    ],
+    ids=["record", "first", "rehashed", "before", "after", "quoted key", "in strings"],
+)
+def test_allow_link_canonical_is_the_canonical_text_and_hash_of_the_record(
+    document: dict[str, Any],
+) -> None:
+    head = ChainHead(41, "f" * 64)
+    text = head.link_canonical(document, "pdp-a")
+    assert text == canonical(document)
+    assert document["hash"] == record_hash("f" * 64, document) == head.hash
+    assert (document["seq"], document["prev_hash"], head.seq) == (42, "f" * 64, 42)
+
+
+def test_deny_link_of_what_is_no_json_document_raises_and_leaves_no_placeholder() -> None:
+    document: dict[Any, Any] = {"record_id": "r", 1: "not a JSON key"}
+    head = ChainHead()
+    with pytest.raises(TypeError):
+        head.link_canonical(document, "pdp-a")
+    assert "hash" not in document
+    assert head == ChainHead()
