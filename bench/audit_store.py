@@ -6,10 +6,11 @@ Builds the records of a ``pgbench -S`` load the way the proxy does (``AuditRepor
 own batching: 8 sessions, one memoized statement, cached decisions), serializes them as
 the spool frames the proxy sends, parses them back as the PDP's gRPC layer does, and
 feeds every batch through what ``ReportExecutions`` does with it: ``record_document`` for
-each record, then ``AuditWriter``-free ``JsonlStore.append`` (chain, canonical JSON, one
-write and fsync per batch) to a file in a temporary folder. Prints the CPU microseconds
-per record of the whole path and of its two parts (best of 5 rounds; each round stores
-into a fresh file). ``--profile`` adds a cProfile listing of one round.
+each record (with shared parts, as the PDP builds them), then ``JsonlStore.append``
+(chain, canonical JSON, one write and fsync per batch) to a file in a temporary folder.
+Prints the CPU microseconds per record of the whole path and of its two parts (best of
+5 rounds; each round stores into a fresh file). ``--profile`` adds a cProfile listing of
+one round.
 """
 
 from __future__ import annotations
@@ -92,7 +93,7 @@ def store_round(frames: list[bytes], folder: Path, n: int) -> tuple[float, float
         documents_s = append_s = 0.0
         for batch in batches:
             started = time.process_time()
-            documents = [record_document(r) for r in batch.records]
+            documents = [record_document(r, shared_parts=True) for r in batch.records]
             built = time.process_time()
             await store.append(documents)
             documents_s += built - started

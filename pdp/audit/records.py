@@ -11,7 +11,7 @@ from __future__ import annotations
 import uuid
 from collections.abc import Callable, Mapping
 from datetime import UTC, datetime
-from typing import Any, TypeVar
+from typing import Any, NoReturn, TypeVar
 
 import orjson
 from google.protobuf.message import Message
@@ -63,9 +63,14 @@ def iso_time(time_us: int) -> str:
 _last_second: tuple[int | None, str] = (None, "")
 
 
-def record_document(record: pb.AuditRecord) -> dict[str, Any]:
+def record_document(record: pb.AuditRecord, *, shared_parts: bool = False) -> dict[str, Any]:
     """The stored form of a record, before the PDP chains it. A record without a
-    ``record_id`` (never sent by the proxy) gets one, so nothing is ever dropped."""
+    ``record_id`` (never sent by the proxy) gets one, so nothing is ever dropped.
+
+    ``shared_parts``: the document's identity, statement and decision may be the very
+    objects other documents hold, read-only (:class:`ReadOnlyPart`, tuples for lists;
+    the same canonical JSON): for a caller that only stores the document, as the PDP
+    does (a store changes only its top level). Without it, every object is its own."""
     has = record.HasField
     decision = record.decision if has("decision") else None
     return {
@@ -76,46 +81,74 @@ def record_document(record: pb.AuditRecord) -> dict[str, Any]:
         "time_us": record.time_unix_us,
         "proxy_id": record.proxy_id,
         "session_id": record.session_id,
-        "identity": _part(_identities, record.identity, _identity),
+        "identity": _part(_identities, record.identity, _identity, shared_parts),
         "database": record.database,
         "client_addr": record.client_addr,
         "client_port": record.client_port,
         "application_name": record.application_name,
         "decision_id": decision.decision_id if decision is not None else "",
-        "statement": _part(_statements, record.statement, _statement) if has("statement") else None,
-        "decision": _part(_decisions, decision, _decision) if decision is not None else None,
+        "statement": _part(_statements, record.statement, _statement, shared_parts)
+        if has("statement")
+        else None,
+        "decision": _part(_decisions, decision, _decision, shared_parts)
+        if decision is not None
+        else None,
         "outcome": _outcome(record.outcome) if has("outcome") else None,
         "session_stats": _session_stats(record.session_stats) if has("session_stats") else None,
         "auth": _auth(record.auth) if has("auth") else None,
     }
 
 
+class ReadOnlyPart(dict[str, Any]):
+    """A part of documents that several documents share: changing it raises TypeError
+    (it would change every record that holds it, and every one built after)."""
+
+    __slots__ = ()
+
+    def _refuse(self, *args: Any, **kwargs: Any) -> NoReturn:
+        raise TypeError("a part shared by several audit documents is read-only")
+
+    __setitem__ = __delitem__ = __ior__ = _refuse
+    clear = pop = popitem = setdefault = update = _refuse
+
+
+def _read_only(value: Any) -> Any:
+    if isinstance(value, dict):
+        return ReadOnlyPart({k: _read_only(v) for k, v in value.items()})
+    if isinstance(value, list):
+        return tuple(_read_only(v) for v in value)
+    return value
+
+
 # The identity, statement and decision of a session's records repeat (the proxy copies
 # them from one message per session, statement and cached decision): each is built once
-# per distinct serialized message and handed out as a new object parsed from its JSON
-# (a document may be changed by whoever holds it; the next one must not see that).
+# per distinct serialized message, then handed out read-only and shared, or as a new
+# object parsed from its JSON.
 PART_MEMO_MAX = 4096  # entries per kind of part
 PART_KEY_MAX = 4096  # bytes: a part serialized longer (a long statement) is built each time
 _Part = TypeVar("_Part", bound=Message)
-_identities: dict[bytes, bytes] = {}
-_statements: dict[bytes, bytes] = {}
-_decisions: dict[bytes, bytes] = {}
+_Memo = dict[bytes, tuple[ReadOnlyPart, bytes]]
+_identities: _Memo = {}
+_statements: _Memo = {}
+_decisions: _Memo = {}
 
 
 def _part(
-    memo: dict[bytes, bytes], message: _Part, build: Callable[[_Part], dict[str, Any]]
+    memo: _Memo, message: _Part, build: Callable[[_Part], dict[str, Any]], shared: bool
 ) -> dict[str, Any]:
     key = message.SerializeToString()
-    text = memo.get(key)
-    if text is not None:
-        part: dict[str, Any] = orjson.loads(text)
-        return part
-    part = build(message)
-    if len(key) <= PART_KEY_MAX:
+    known = memo.get(key)
+    if known is None:
+        part = build(message)
+        if len(key) > PART_KEY_MAX:
+            return part
         if len(memo) >= PART_MEMO_MAX:
             memo.clear()
-        memo[key] = orjson.dumps(part)
-    return part
+        known = memo[key] = (_read_only(part), orjson.dumps(part))
+    if shared:
+        return known[0]
+    copy: dict[str, Any] = orjson.loads(known[1])
+    return copy
 
 
 def _identity(i: pb.Identity) -> dict[str, Any]:

@@ -217,3 +217,24 @@ def test_deny_link_of_what_is_no_json_document_raises_and_leaves_no_placeholder(
         head.link_canonical(document, "pdp-a")
     assert "hash" not in document
     assert head == ChainHead()
+
+
+def test_allow_shared_parts_are_the_same_read_only_objects_with_the_same_text() -> None:
+    first = record_document(record(1), shared_parts=True)
+    second = record_document(record(1), shared_parts=True)
+    for name in ("identity", "statement", "decision"):
+        assert first[name] is second[name]
+    assert canonical(first) == canonical(record_document(record(1)))  # lists are tuples
+    with pytest.raises(TypeError):
+        first["statement"]["sql"] = "SELECT 1"
+    with pytest.raises(TypeError):
+        first["decision"]["mask"].clear()
+    with pytest.raises(AttributeError):  # a tuple
+        first["identity"]["groups"].append("dba")
+    first["outcome"]["rows"] = 0  # a part of its own: not shared
+    assert second["outcome"]["rows"] == 5
+    linked = [ChainHead().link_canonical(d, "pdp-a") for d in (first, record_document(record(1)))]
+    assert linked[0] != linked[1]  # the rows differ
+    first["outcome"]["rows"] = 5
+    again = [ChainHead().link_canonical(d, "pdp-a") for d in (first, record_document(record(1)))]
+    assert again[0] == again[1]
