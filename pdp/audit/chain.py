@@ -26,15 +26,6 @@ def record_hash(prev_hash: str, document: Mapping[str, Any]) -> str:
     return hashlib.sha256(prev_hash.encode() + canonical(body)).hexdigest()
 
 
-def _inner(document: Mapping[str, Any]) -> bytes:
-    """The canonical JSON of ``document`` without its outer braces."""
-    return canonical(document)[1:-1] if document else b""
-
-
-def _join(*parts: bytes) -> bytes:
-    return b"{" + b",".join(p for p in parts if p) + b"}"
-
-
 @dataclass
 class ChainHead:
     """Where a replica's chain ends: the next record gets ``seq + 1`` and links ``hash``."""
@@ -49,26 +40,46 @@ class ChainHead:
 
     def link_canonical(self, document: dict[str, Any], replica_id: str) -> bytes:
         """:meth:`link`, and return the linked document's canonical JSON (what a store
-        writes) from the same serialization as its hash: the keys that sort before
-        ``"hash"`` and those after it are serialized once each, and the canonical text
-        with ``hash`` is theirs with ``"hash":"…"`` between them."""
-        document.pop("hash", None)
+        writes). One serialization gives both texts: the document is serialized with a
+        placeholder hash, the text to hash is that without the ``"hash"`` member, the
+        text to store that with the digest in the placeholder's place."""
         document["replica_id"] = replica_id
         document["seq"] = self.seq + 1
         document["prev_hash"] = self.hash
-        if not all(isinstance(k, str) for k in document):
-            # Not a JSON document canonical() could sort: the plain way (it raises).
-            document["hash"] = record_hash(self.hash, document)
+        document["hash"] = _PLACEHOLDER
+        try:
+            text = canonical(document)
+        except TypeError:
+            del document["hash"]  # not a JSON document: no placeholder left behind
+            raise
+        at = text.find(_MEMBER)
+        if text.find(_MEMBER, at + 1) >= 0:
+            # The member's text also occurs inside the record (a key ending in "hash"
+            # holding the placeholder): which one is the record's own is not certain.
+            del document["hash"]
+            digest = hashlib.sha256(self.hash.encode() + canonical(document)).hexdigest()
+            document["hash"] = digest
             text = canonical(document)
         else:
-            before = _inner({k: v for k, v in document.items() if k < "hash"})
-            after = _inner({k: v for k, v in document.items() if k > "hash"})
-            digest = hashlib.sha256(self.hash.encode() + _join(before, after)).hexdigest()
+            # Without the member: drop it and the comma before it, or after it when it
+            # is the first member (never the only one: the chain's fields follow it).
+            end = at + len(_MEMBER)
+            if text[at - 1] == ord(","):
+                body = text[: at - 1] + text[end:]
+            else:
+                body = text[:at] + text[end + 1 :]
+            digest = hashlib.sha256(self.hash.encode() + body).hexdigest()
             document["hash"] = digest
-            text = _join(before, b'"hash":"' + digest.encode() + b'"', after)
+            text = text[: at + len(_MEMBER_HEAD)] + digest.encode() + text[end - 1 :]
         self.seq = document["seq"]
-        self.hash = document["hash"]
+        self.hash = digest
         return text
+
+
+# Where link_canonical() writes the digest: 64 characters, as long as a digest.
+_PLACEHOLDER = "#" * 64
+_MEMBER_HEAD = b'"hash":"'
+_MEMBER = _MEMBER_HEAD + _PLACEHOLDER.encode() + b'"'
 
 
 @dataclass(frozen=True)

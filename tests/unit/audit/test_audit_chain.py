@@ -5,8 +5,10 @@ from __future__ import annotations
 import json
 from typing import Any
 
+import pytest
+
 from pgwarden.pdp.audit.chain import GENESIS, ChainHead, record_hash, verify
-from pgwarden.pdp.audit.records import canonical, record_document
+from pgwarden.pdp.audit.records import PART_KEY_MAX, canonical, record_document
 from pgwarden.v1 import decision_pb2 as pb
 
 
@@ -151,3 +153,88 @@ def test_canonical_form_is_stable_through_json_round_trips() -> None:
     text = json.dumps(document, indent=2)  # e.g. what jsonb gives back, reordered
     assert canonical(json.loads(text)) == canonical(document)
     assert record_hash(document["prev_hash"], json.loads(text)) == document["hash"]
+
+
+def test_allow_documents_of_repeated_parts_are_equal_but_never_shared() -> None:
+    # Identity, statement and decision are built once per distinct message (a memo):
+    # each document still gets objects of its own.
+    first, second = record_document(record(1)), record_document(record(1))
+    assert first == second
+    first["statement"]["relations"][0]["name"] = "edited"
+    first["decision"]["mask"].clear()
+    first["identity"]["groups"].append("edited")
+    assert record_document(record(1)) == second
+    assert second["statement"]["relations"][0]["name"] == "orders"
+
+
+def test_allow_a_part_that_differs_in_one_field_is_its_own() -> None:
+    message = record(1)
+    message.statement.relations[0].access = "write"
+    message.decision.cached = True
+    document = record_document(message)
+    assert document["statement"]["relations"][0]["access"] == "write"
+    assert document["decision"]["cached"] is True
+    assert record_document(record(1))["decision"]["cached"] is False
+
+
+def test_allow_a_statement_too_long_to_memoize_is_still_recorded_whole() -> None:
+    message = record(1)
+    message.statement.sql = "SELECT " + "x, " * PART_KEY_MAX + "1"
+    assert record_document(message)["statement"]["sql"] == message.statement.sql
+    assert record_document(message) == record_document(message)
+
+
+PLACEHOLDER_MEMBER = {"hash": "#" * 64}
+
+
+@pytest.mark.parametrize(
+    "document",
+    [
+        record_document(record(1)),
+        {"record_id": "r"},  # "hash" is the first member
+        {"record_id": "r", "hash": "an old hash"},
+        {"record_id": "r", "a": PLACEHOLDER_MEMBER},  # the member's text before its own
+        {"record_id": "r", "z": [PLACEHOLDER_MEMBER]},  # and after it
+        {"record_id": "r", "a": {'x"hash': "#" * 64}},  # a key that ends in "hash
+        {"record_id": "r", "a": "#" * 64, "hash2": '"hash":"' + "#" * 64 + '"'},
+    ],
+    ids=["record", "first", "rehashed", "before", "after", "quoted key", "in strings"],
+)
+def test_allow_link_canonical_is_the_canonical_text_and_hash_of_the_record(
+    document: dict[str, Any],
+) -> None:
+    head = ChainHead(41, "f" * 64)
+    text = head.link_canonical(document, "pdp-a")
+    assert text == canonical(document)
+    assert document["hash"] == record_hash("f" * 64, document) == head.hash
+    assert (document["seq"], document["prev_hash"], head.seq) == (42, "f" * 64, 42)
+
+
+def test_deny_link_of_what_is_no_json_document_raises_and_leaves_no_placeholder() -> None:
+    document: dict[Any, Any] = {"record_id": "r", 1: "not a JSON key"}
+    head = ChainHead()
+    with pytest.raises(TypeError):
+        head.link_canonical(document, "pdp-a")
+    assert "hash" not in document
+    assert head == ChainHead()
+
+
+def test_allow_shared_parts_are_the_same_read_only_objects_with_the_same_text() -> None:
+    first = record_document(record(1), shared_parts=True)
+    second = record_document(record(1), shared_parts=True)
+    for name in ("identity", "statement", "decision"):
+        assert first[name] is second[name]
+    assert canonical(first) == canonical(record_document(record(1)))  # lists are tuples
+    with pytest.raises(TypeError):
+        first["statement"]["sql"] = "SELECT 1"
+    with pytest.raises(TypeError):
+        first["decision"]["mask"].clear()
+    with pytest.raises(AttributeError):  # a tuple
+        first["identity"]["groups"].append("dba")
+    first["outcome"]["rows"] = 0  # a part of its own: not shared
+    assert second["outcome"]["rows"] == 5
+    linked = [ChainHead().link_canonical(d, "pdp-a") for d in (first, record_document(record(1)))]
+    assert linked[0] != linked[1]  # the rows differ
+    first["outcome"]["rows"] = 5
+    again = [ChainHead().link_canonical(d, "pdp-a") for d in (first, record_document(record(1)))]
+    assert again[0] == again[1]
