@@ -124,8 +124,10 @@ def _read_only(value: Any) -> Any:
 # them from one message per session, statement and cached decision): each is built once
 # per distinct serialized message, then handed out read-only and shared, or as a new
 # object parsed from its JSON.
-PART_MEMO_MAX = 4096  # entries per kind of part
-PART_KEY_MAX = 4096  # bytes: a part serialized longer (a long statement) is built each time
+# Bounded by entries and by each entry's size: a few MiB at most per kind of part (key,
+# text and objects), whatever statements come.
+PART_MEMO_MAX = 1024  # entries per kind of part
+PART_KEY_MAX = 1024  # bytes: a part serialized longer (a long statement) is built each time
 _Part = TypeVar("_Part", bound=Message)
 _Memo = dict[bytes, tuple[ReadOnlyPart, bytes]]
 _identities: _Memo = {}
