@@ -11,13 +11,42 @@ package pgwarden.facts
 # description: |
 #   The statement and every statement nested in it (DO body, PREPARE, EXPLAIN ANALYZE,
 #   a cursor's query), at any depth, so that every topic rule judges them all alike.
-statements contains statement if {
-	walk(input.statement, [path, statement])
+#   A nested statement is an object in a "nested" list; nothing else is a statement.
+# scope: document
+statements contains input.statement if is_object(input.statement)
+
+statements contains statement if some statement in nested_1
+
+statements contains statement if some statement in nested_2
+
+statements contains statement if some statement in nested_deeper
+
+# Why levels and not walk(input.statement): walk visits every node of the document
+# (every relation, column and output of every statement) and was the largest cost of a
+# decision. The analyzer nests statements at most 16 deep (proxy/analysis/facts.py,
+# _MAX_NESTING) and real statements one or two deep (DO, PREPARE, EXECUTE, EXPLAIN, a
+# cursor): the first two levels are read directly, only deeper ones are walked.
+nested_1 contains statement if some statement in children(input.statement)
+
+nested_2 contains statement if {
+	some parent in nested_1
+	some statement in children(parent)
+}
+
+# Depth 3 and more: walk the nested lists of the depth-2 statements. A statement there
+# is an object at a path [list, i, "nested", j, "nested", k, ...] of deeper_lists.
+nested_deeper contains statement if {
+	walk(deeper_lists, [path, statement])
 	is_object(statement)
 	nesting_path(path)
 }
 
-# A path from input.statement down "nested" lists only: [], ["nested", 0], ["nested", 0, "nested", 2], ...
+deeper_lists := [parent.nested | some parent in nested_2]
+
+# The objects of a statement's "nested" list (undefined when it has no list).
+children(statement) := [child | some child in statement.nested; is_object(child)] if is_array(statement.nested)
+
+# [list, i], [list, i, "nested", j], ...: numbers at 0 and at odd steps, "nested" between.
 nesting_path(path) if {
 	count(path) % 2 == 0
 	every index, step in path {
@@ -25,11 +54,16 @@ nesting_path(path) if {
 	}
 }
 
-nesting_step(index, "nested") if index % 2 == 0
+nesting_step(0, step) if is_number(step)
 
 nesting_step(index, step) if {
 	index % 2 == 1
 	is_number(step)
+}
+
+nesting_step(index, "nested") if {
+	index > 0
+	index % 2 == 0
 }
 
 # METADATA
