@@ -76,16 +76,24 @@ commands contains statement.command if some statement in statements
 # description: |
 #   Classified columns of the session's database, by qualified name
 #   ("public.customers.email"), from data.data.classification (policies/data).
-classified_columns[name] := object.union(info, {"relation": relation, "column": column}) if {
-	some relation, columns in data.data.classification.databases[input.session.database]
+#   A complete rule (one object, built once per query): as a partial rule, every lookup
+#   of another name (classified_columns[ref.column]) evaluated the whole body again.
+classified_columns := {name: object.union(info, {"relation": relation, "column": column}) |
+	some relation, columns in classification
 	some column, info in columns
-	name := sprintf("%s.%s", [relation, column])
+	name := concat(".", [relation, column])
 }
+
+# The classification of the session's database: relation -> column -> {"class", "type"}.
+classification := data.data.classification.databases[input.session.database]
 
 # METADATA
 # title: classified_relations
 # description: Relations ("public.customers") with at least one classified column.
-classified_relations contains info.relation if some info in classified_columns
+classified_relations contains relation if {
+	some relation, columns in classification
+	count(columns) > 0
+}
 
 # METADATA
 # title: relation_name
@@ -104,17 +112,16 @@ function_name(function) := parts[count(parts) - 1] if parts := split(function, "
 #   facts, "output" for a direct output and for every classified column of a relation
 #   read whole (starred_reads), "derived" for an output computed from a column (an expression, a function).
 column_refs(statement) := (from_columns | from_outputs) | from_star if {
-	from_columns := {{"column": sprintf("%s.%s", [ref.relation, ref.column]), "usage": ref.usage} |
+	from_columns := {{"column": concat(".", [ref.relation, ref.column]), "usage": ref.usage} |
 		some ref in statement.columns
 	}
 	from_outputs := {{"column": source, "usage": output_usage(output)} |
 		some output in statement.outputs
 		some source in output.sources
 	}
-	from_star := {{"column": name, "usage": "output"} |
+	from_star := {{"column": concat(".", [relation, column]), "usage": "output"} |
 		some relation in starred_reads(statement)
-		some name, info in classified_columns
-		info.relation == relation
+		some column, _ in classification[relation]
 	}
 }
 
@@ -138,9 +145,16 @@ output_usage(output) := "output" if {
 # title: references
 # description: The column references of the statement and of every nested statement.
 references contains ref if {
-	some statement in statements
-	some ref in column_refs(statement)
+	some refs in statement_refs
+	some ref in refs
 }
+
+# METADATA
+# title: statement_refs
+# description: |
+#   column_refs of every statement in statements, by statement: a rule, so that each is
+#   computed once per query however many rules read it.
+statement_refs := {statement: column_refs(statement) | some statement in statements}
 
 # METADATA
 # title: outcome
