@@ -78,10 +78,11 @@ commands contains statement.command if some statement in statements
 #   ("public.customers.email"), from data.data.classification (policies/data).
 #   A complete rule (one object, built once per query): as a partial rule, every lookup
 #   of another name (classified_columns[ref.column]) evaluated the whole body again.
-classified_columns := {name: object.union(info, {"relation": relation, "column": column}) |
+classified_columns := {name: described | # regal ignore:prefer-set-or-object-rule
 	some relation, columns in classification
 	some column, info in columns
 	name := concat(".", [relation, column])
+	described := object.union(info, {"relation": relation, "column": column})
 }
 
 # The classification of the session's database: relation -> column -> {"class", "type"}.
@@ -154,7 +155,10 @@ references contains ref if {
 # description: |
 #   column_refs of every statement in statements, by statement: a rule, so that each is
 #   computed once per query however many rules read it.
-statement_refs := {statement: column_refs(statement) | some statement in statements}
+statement_refs := {statement: refs | # regal ignore:prefer-set-or-object-rule
+	some statement in statements
+	refs := column_refs(statement)
+}
 
 # METADATA
 # title: outcome
