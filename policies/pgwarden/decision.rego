@@ -47,18 +47,17 @@ decision := {
 
 # METADATA
 # title: outcomes
-# description: The outcomes of every topic rule for this input.
-outcomes contains outcome if {
-	some topic in [
-		identities.outcomes,
-		exfiltration.outcomes,
-		privilege.outcomes,
-		opaque_code.outcomes,
-		masking.outcomes,
-		destructive.outcomes,
-	]
-	some outcome in topic
-}
+# description: |
+#   The outcomes of every topic rule for this input (one union of the topics' sets:
+#   cheaper to evaluate than iterating over each topic's outcomes).
+outcomes := union({
+	identities.outcomes,
+	exfiltration.outcomes,
+	privilege.outcomes,
+	opaque_code.outcomes,
+	masking.outcomes,
+	destructive.outcomes,
+})
 
 denials contains outcome if {
 	some outcome in outcomes

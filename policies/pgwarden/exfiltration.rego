@@ -43,7 +43,7 @@ outcomes contains outcome if {
 	some statement in facts.statements
 	why := unbounded(statement)
 	columns := {ref.column |
-		some ref in facts.column_refs(statement)
+		some ref in facts.statement_refs[statement]
 		ref.usage in {"output", "derived"}
 		facts.classified_columns[ref.column]
 	}

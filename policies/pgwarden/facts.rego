@@ -11,13 +11,42 @@ package pgwarden.facts
 # description: |
 #   The statement and every statement nested in it (DO body, PREPARE, EXPLAIN ANALYZE,
 #   a cursor's query), at any depth, so that every topic rule judges them all alike.
-statements contains statement if {
-	walk(input.statement, [path, statement])
+#   A nested statement is an object in a "nested" list; nothing else is a statement.
+# scope: document
+statements contains input.statement if is_object(input.statement)
+
+statements contains statement if some statement in nested_1
+
+statements contains statement if some statement in nested_2
+
+statements contains statement if some statement in nested_deeper
+
+# Why levels and not walk(input.statement): walk visits every node of the document
+# (every relation, column and output of every statement) and was the largest cost of a
+# decision. The analyzer nests statements at most 16 deep (proxy/analysis/facts.py,
+# _MAX_NESTING) and real statements one or two deep (DO, PREPARE, EXECUTE, EXPLAIN, a
+# cursor): the first two levels are read directly, only deeper ones are walked.
+nested_1 contains statement if some statement in children(input.statement)
+
+nested_2 contains statement if {
+	some parent in nested_1
+	some statement in children(parent)
+}
+
+# Depth 3 and more: walk the nested lists of the depth-2 statements. A statement there
+# is an object at a path [list, i, "nested", j, "nested", k, ...] of deeper_lists.
+nested_deeper contains statement if {
+	walk(deeper_lists, [path, statement])
 	is_object(statement)
 	nesting_path(path)
 }
 
-# A path from input.statement down "nested" lists only: [], ["nested", 0], ["nested", 0, "nested", 2], ...
+deeper_lists := [parent.nested | some parent in nested_2]
+
+# The objects of a statement's "nested" list (undefined when it has no list).
+children(statement) := [child | some child in statement.nested; is_object(child)] if is_array(statement.nested)
+
+# [list, i], [list, i, "nested", j], ...: numbers at 0 and at odd steps, "nested" between.
 nesting_path(path) if {
 	count(path) % 2 == 0
 	every index, step in path {
@@ -25,11 +54,16 @@ nesting_path(path) if {
 	}
 }
 
-nesting_step(index, "nested") if index % 2 == 0
+nesting_step(0, step) if is_number(step)
 
 nesting_step(index, step) if {
 	index % 2 == 1
 	is_number(step)
+}
+
+nesting_step(index, "nested") if {
+	index > 0
+	index % 2 == 0
 }
 
 # METADATA
@@ -42,16 +76,25 @@ commands contains statement.command if some statement in statements
 # description: |
 #   Classified columns of the session's database, by qualified name
 #   ("public.customers.email"), from data.data.classification (policies/data).
-classified_columns[name] := object.union(info, {"relation": relation, "column": column}) if {
-	some relation, columns in data.data.classification.databases[input.session.database]
+#   A complete rule (one object, built once per query): as a partial rule, every lookup
+#   of another name (classified_columns[ref.column]) evaluated the whole body again.
+classified_columns := {name: described | # regal ignore:prefer-set-or-object-rule
+	some relation, columns in classification
 	some column, info in columns
-	name := sprintf("%s.%s", [relation, column])
+	name := concat(".", [relation, column])
+	described := object.union(info, {"relation": relation, "column": column})
 }
+
+# The classification of the session's database: relation -> column -> {"class", "type"}.
+classification := data.data.classification.databases[input.session.database]
 
 # METADATA
 # title: classified_relations
 # description: Relations ("public.customers") with at least one classified column.
-classified_relations contains info.relation if some info in classified_columns
+classified_relations contains relation if {
+	some relation, columns in classification
+	count(columns) > 0
+}
 
 # METADATA
 # title: relation_name
@@ -70,17 +113,16 @@ function_name(function) := parts[count(parts) - 1] if parts := split(function, "
 #   facts, "output" for a direct output and for every classified column of a relation
 #   read whole (starred_reads), "derived" for an output computed from a column (an expression, a function).
 column_refs(statement) := (from_columns | from_outputs) | from_star if {
-	from_columns := {{"column": sprintf("%s.%s", [ref.relation, ref.column]), "usage": ref.usage} |
+	from_columns := {{"column": concat(".", [ref.relation, ref.column]), "usage": ref.usage} |
 		some ref in statement.columns
 	}
 	from_outputs := {{"column": source, "usage": output_usage(output)} |
 		some output in statement.outputs
 		some source in output.sources
 	}
-	from_star := {{"column": name, "usage": "output"} |
+	from_star := {{"column": concat(".", [relation, column]), "usage": "output"} |
 		some relation in starred_reads(statement)
-		some name, info in classified_columns
-		info.relation == relation
+		some column, _ in classification[relation]
 	}
 }
 
@@ -104,8 +146,18 @@ output_usage(output) := "output" if {
 # title: references
 # description: The column references of the statement and of every nested statement.
 references contains ref if {
+	some refs in statement_refs
+	some ref in refs
+}
+
+# METADATA
+# title: statement_refs
+# description: |
+#   column_refs of every statement in statements, by statement: a rule, so that each is
+#   computed once per query however many rules read it.
+statement_refs := {statement: refs | # regal ignore:prefer-set-or-object-rule
 	some statement in statements
-	some ref in column_refs(statement)
+	refs := column_refs(statement)
 }
 
 # METADATA

@@ -18,6 +18,35 @@ test_allow_nested_statements_at_any_depth if {
 	}
 }
 
+# Deeper than the two levels read directly (facts.nested_1, nested_2): the walk below them.
+test_allow_nested_statements_deeper_than_two_levels if {
+	level_5 := fx.statement({"command": "DELETE"})
+	level_4 := fx.statement({"command": "EXECUTE", "nested": [level_5, fx.statement({"command": "FETCH"})]})
+	level_3 := fx.statement({"command": "PREPARE", "nested": [level_4]})
+	level_2 := fx.statement({"command": "EXPLAIN", "nested": [level_3]})
+	level_1 := fx.statement({"command": "DECLARE CURSOR", "nested": [level_2]})
+	statements_of({"command": "DO", "nested": [level_1]}) == {
+		"DO", "DECLARE CURSOR", "EXPLAIN", "PREPARE", "EXECUTE", "DELETE", "FETCH",
+	}
+}
+
+# Only objects in "nested" lists are statements, at every depth: not a "nested" that is
+# an object, not a list inside a list, not an object under another key.
+test_deny_malformed_nested_lists_hold_no_statements if {
+	hidden := fx.statement({"command": "DROP TABLE"})
+	odd := {
+		"nested": {"0": hidden}, "copy": {"nested": [hidden]},
+		"relations": [{"nested": [hidden]}],
+	}
+	level_3 := fx.statement(object.union(odd, {"command": "SELECT"}))
+	level_4 := fx.statement({"command": "FETCH", "nested": [1, [hidden], level_3]})
+	level_2 := fx.statement({"command": "EXPLAIN", "nested": ["x", [hidden], level_4]})
+	level_1 := fx.statement({"command": "PREPARE", "nested": [null, level_2]})
+	statements_of(object.union(odd, {"command": "DO", "nested": [level_1]})) == {
+		"DO", "PREPARE", "EXPLAIN", "FETCH", "SELECT",
+	}
+}
+
 test_deny_objects_outside_nested_lists_are_not_statements if {
 	copy := {
 		"command": "COPY", "copy": fx.copy_to("stdout", "public.orders"),

@@ -18,16 +18,16 @@ profiles := data.data.identities.profiles
 # METADATA
 # title: matched
 # description: Names of the profiles whose "match" selects the identity (by subject or by group).
+# scope: document
 matched contains name if {
 	some name, profile in profiles
-	selects(profile.match, input.identity)
+	input.identity.subject in profile.match.subjects
 }
 
-selects(selector, identity) if identity.subject in selector.subjects
-
-selects(selector, identity) if {
-	some group in identity.groups
-	group in selector.groups
+matched contains name if {
+	some name, profile in profiles
+	some group in input.identity.groups
+	group in profile.match.groups
 }
 
 # METADATA
