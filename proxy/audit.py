@@ -515,6 +515,8 @@ class AuditReporter:
                 record.decision.decision_id = grant.decision_id
                 record.decision.action = pb.ACTION_ALLOW if grant.allowed else pb.ACTION_DENY
                 record.decision.reasons.extend(grant.reasons)
+            if grant is not None and not grant.allowed:
+                self._templates.pop(id(session), None)  # refused: no record follows
             if grant is None or grant.allowed:
                 if len(self._sessions) >= OPEN_SESSIONS_MAX:
                     del self._sessions[next(iter(self._sessions))]
@@ -534,6 +536,8 @@ class AuditReporter:
                 if isinstance(stats.get(name), int):
                     setattr(totals, name, stats[name])
             totals.reason = str(stats.get("reason", ""))
+            # Its last record: the session's template (~2 KiB) is not needed again.
+            self._templates.pop(id(session), None)
         return 400 + sql_chars
 
     def _statement(
@@ -723,6 +727,7 @@ class AuditReporter:
             "unacknowledged_bytes": self.unacknowledged_bytes,
             "send_failures": self.send_failures,
             "spool_failures": self.spool_failures,
+            "sessions_memoized": len(self._templates),
         }
 
     def metrics_text(self) -> str:

@@ -179,6 +179,10 @@ class DecisionPoint(Protocol):
         in_transaction: bool,
     ) -> list[Decision]: ...
 
+    def forget_session(self, session: SessionFacts) -> None:
+        """The session ended: drop whatever was kept for it."""
+        ...
+
 
 class LocalDecisionPoint:
     """In-process decisions for tests and development: allow everything except statements
@@ -222,6 +226,9 @@ class LocalDecisionPoint:
         in_transaction: bool,
     ) -> list[Decision]:
         return self.decide_now(identity, session, statements, in_transaction=in_transaction)
+
+    def forget_session(self, session: SessionFacts) -> None:
+        """Nothing is kept per session."""
 
     def _decide_one(self, statement: Statement) -> Decision:
         sql = str(statement.facts.get("sql_normalized", ""))

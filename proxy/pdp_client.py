@@ -308,7 +308,9 @@ class PdpClient:
         await self.close()
 
     def forget_session(self, session: SessionFacts) -> None:
-        """Drop what was memoized for a session that ended (optional: memory is bounded)."""
+        """Drop what was memoized for a session that ended (the proxy calls it when the
+        client goes away; otherwise ended sessions hold ~2 KiB each until the memo's
+        bound pushes them out)."""
         self._sessions.pop(id(session), None)
 
     # -- DecisionPoint -----------------------------------------------------------------
@@ -657,6 +659,7 @@ class PdpClient:
             "cache_invalidations": cache.invalidations,
             "revision": cache.revision,
             "pdp_calls": self.pdp_calls,
+            "sessions_memoized": len(self._sessions),
             "refusals": {labels[0]: int(v) for labels, v in self.metrics.refusals.values.items()},
         }
 

@@ -354,6 +354,8 @@ class ClientConnection(asyncio.Protocol):
                 "client closed" if exc is None else f"connection lost: {exc}"
             )
             self.server.audit.session_closed(self.identity, self.facts, {"reason": reason})
+        if self.facts is not None:
+            self.server.decision_point.forget_session(self.facts)
         self.server.removed(self)
 
     def pause_writing(self) -> None:

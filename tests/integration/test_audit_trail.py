@@ -383,6 +383,9 @@ async def test_every_statement_is_recorded_once_with_what_the_client_received(
     assert len({r["record_id"] for r in stored}) == len(stored)
     assert audit_store.verify().ok
     assert proxy.reconcile(stored) == []
+    # The ended session left nothing memoized behind, in the PDP client or the reporter.
+    assert proxy.client.stats()["sessions_memoized"] == 0
+    assert proxy.reporter.stats()["sessions_memoized"] == 0
     # Acceptance 4: the sentinel (a WHERE literal and a Bind parameter) is nowhere.
     places = {
         "audit store": audit_store.text(),

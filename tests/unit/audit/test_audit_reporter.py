@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 from collections.abc import Callable
 from pathlib import Path
 
@@ -337,3 +338,24 @@ def test_record_count_reads_the_length_prefixes_of_a_serialized_batch() -> None:
     for broken in (request[:-1], request + b"\x12", b"\x0a\x00", b"\x12\xff"):
         with pytest.raises(ValueError, match="spooled batch"):
             record_count(broken)
+
+
+async def test_allow_an_ended_or_refused_session_leaves_nothing_memoized(tmp_path: Path) -> None:
+    pdp = FakePdp()
+    reporter = await AuditReporter(config(tmp_path), pdp.send, proxy_id="edge-1").start()
+    refused = dataclasses.replace(SESSION, id="s-refused")
+    reporter.session_opened(IDENTITY, SESSION, SessionGrant(True, "reporting", (), "d-1"))
+    reporter.statement(IDENTITY, SESSION, select_execution())
+    reporter.session_opened(IDENTITY, refused, SessionGrant(False, "", ("no",), "d-2"))
+    await reporter.flush()
+    assert reporter.stats()["sessions_memoized"] == 1  # the open session's
+    reporter.session_closed(IDENTITY, SESSION, {"reason": "client closed"})
+    await reporter.close()
+    assert reporter.stats()["sessions_memoized"] == 0
+    assert [r.kind for r in pdp.records] == [
+        pb.AUDIT_KIND_SESSION_OPEN,
+        pb.AUDIT_KIND_STATEMENT,
+        pb.AUDIT_KIND_SESSION_OPEN,
+        pb.AUDIT_KIND_SESSION_CLOSE,
+    ]
+    assert pdp.records[-1].session_id == SESSION.id  # the template it used was its own
