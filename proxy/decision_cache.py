@@ -8,13 +8,15 @@ sent, less ``context``, which the PDP adds and which policies that read it answe
 enforced by construction: every entry belongs to :attr:`DecisionCache.revision`, and a
 new revision empties the cache.
 
-A hit is two dict operations and a clock read; nothing is serialized.
+A hit is two dict operations and a clock read; nothing is serialized. An index by
+session key lets a session that ended take its entries with it (:meth:`forget`): they
+could never be hit again, as the session's facts are in their keys.
 """
 
 from __future__ import annotations
 
 import time
-from collections.abc import Callable
+from collections.abc import Callable, Iterable
 
 from pgwarden.proxy.decision import Decision
 
@@ -25,6 +27,7 @@ class DecisionCache:
     """Decisions by (session key, statement digest), for one policy revision."""
 
     __slots__ = (
+        "_by_session",
         "_clock",
         "_entries",
         "evictions",
@@ -43,6 +46,7 @@ class DecisionCache:
         self.max_entries = max_entries
         self.revision = ""
         self._entries: dict[CacheKey, tuple[Decision, float]] = {}
+        self._by_session: dict[bytes, set[bytes]] = {}  # session key -> statement digests
         self._clock = clock
         self.hits = 0
         self.misses = 0
@@ -81,10 +85,20 @@ class DecisionCache:
             return False
         entries = self._entries
         key = (session_key, statement_digest)
-        if key not in entries and len(entries) >= self.max_entries:
-            self._evict()
+        if key not in entries:
+            if len(entries) >= self.max_entries:
+                self._evict()
+            self._by_session.setdefault(session_key, set()).add(statement_digest)
         entries[key] = (decision, self._clock() + decision.cache_ttl_s)
         return True
+
+    def forget(self, session_keys: Iterable[bytes]) -> None:
+        """Drop the entries of a session that ended (its keys, one per value of
+        ``in_transaction``)."""
+        entries = self._entries
+        for session_key in session_keys:
+            for digest in self._by_session.pop(session_key, ()):
+                del entries[session_key, digest]
 
     def set_revision(self, revision: str) -> bool:
         """Make ``revision`` current; a change empties the cache. Returns whether it did."""
@@ -93,11 +107,12 @@ class DecisionCache:
         self.revision = revision
         if self._entries:
             self.invalidations += 1
-        self._entries.clear()
+        self.clear()
         return True
 
     def clear(self) -> None:
         self._entries.clear()
+        self._by_session.clear()
 
     @property
     def hit_ratio(self) -> float:
@@ -112,6 +127,11 @@ class DecisionCache:
         if not expired:
             count = max(1, len(entries) // 10)
             expired = [k for k, _ in zip(entries, range(count), strict=False)]
+        by_session = self._by_session
         for key in expired:
             del entries[key]
+            digests = by_session[key[0]]
+            digests.discard(key[1])
+            if not digests:
+                del by_session[key[0]]
         self.evictions += len(expired)

@@ -310,8 +310,11 @@ class PdpClient:
     def forget_session(self, session: SessionFacts) -> None:
         """Drop what was memoized for a session that ended (the proxy calls it when the
         client goes away; otherwise ended sessions hold ~2 KiB each until the memo's
-        bound pushes them out)."""
-        self._sessions.pop(id(session), None)
+        bound pushes them out), and its cached decisions, which no other session's key
+        can match."""
+        memo = self._sessions.pop(id(session), None)
+        if memo is not None and memo[0] is session:
+            self.cache.forget(memo[2:4])
 
     # -- DecisionPoint -----------------------------------------------------------------
 

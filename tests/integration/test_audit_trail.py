@@ -385,6 +385,7 @@ async def test_every_statement_is_recorded_once_with_what_the_client_received(
     assert proxy.reconcile(stored) == []
     # The ended session left nothing memoized behind, in the PDP client or the reporter.
     assert proxy.client.stats()["sessions_memoized"] == 0
+    assert proxy.client.stats()["cache_entries"] == 0  # its decisions went with it
     assert proxy.reporter.stats()["sessions_memoized"] == 0
     # Acceptance 4: the sentinel (a WHERE literal and a Bind parameter) is nowhere.
     places = {

@@ -116,3 +116,30 @@ def test_hit_ratio(cache: DecisionCache) -> None:
     cache.note_misses(1)
     assert (cache.hits, cache.misses) == (1, 1)
     assert cache.hit_ratio == 0.5
+
+
+def test_forget_drops_only_the_ended_sessions_entries(cache: DecisionCache, clock: Clock) -> None:
+    for statement in (b"q1", b"q2"):
+        cache.put(b"s-idle", statement, decision(60))
+        cache.put(b"s-in-tx", statement, decision(60))
+        cache.put(b"other", statement, decision(60))
+    cache.forget([b"s-idle", b"s-in-tx", b"never-seen"])
+    assert len(cache) == 2
+    assert cache.get(b"other", b"q1") is not None
+    assert cache.get(b"s-idle", b"q1") is None
+    cache.forget([b"s-idle"])  # again: nothing left to drop
+    assert len(cache) == 2
+
+
+def test_forget_after_evictions_and_a_revision_change(cache: DecisionCache, clock: Clock) -> None:
+    for i in range(10):
+        cache.put(b"s", b"q%d" % i, decision(10 if i < 5 else 60))
+    clock.now += 30
+    cache.put(b"t", b"q", decision(60))  # full: the five expired entries go
+    assert len(cache) == 6
+    cache.forget([b"s"])
+    assert len(cache) == 1
+    cache.put(b"s", b"q", decision(60))
+    cache.set_revision("r2")
+    cache.forget([b"s", b"t"])  # the index went with the entries
+    assert len(cache) == 0
