@@ -228,6 +228,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             target=target.name,
                             round_=round_,
                             relay_pid=target.pid,
+                            pdp_pid=target.pdp_pid,
                         )
                     except PgbenchError as exc:
                         failures.append(f"{cell.label}, {target.name}, round {round_ + 1}: {exc}")

@@ -51,6 +51,9 @@ class Sample:
     # in all, and the part spent in the kernel (system time).
     relay_cpu_us_per_tx: float | None
     relay_sys_us_per_tx: float | None
+    # CPU time of the PDP behind the relay per transaction (pgwarden in pdp mode: it
+    # stores every statement's audit record).
+    pdp_cpu_us_per_tx: float | None = None
     # pgbench's first error when some clients aborted (e.g. a fail-closed refusal); the
     # numbers above then cover the transactions that did run.
     error: str = ""
@@ -72,6 +75,7 @@ def run_pgbench(
     target: str,
     round_: int,
     relay_pid: int | None,
+    pdp_pid: int | None = None,
 ) -> Sample:
     """Run pgbench for ``seconds`` and parse what it measured."""
     threads = min(cell.clients, os.cpu_count() or 1)
@@ -92,7 +96,9 @@ def run_pgbench(
             f"--log-prefix={logdir}/tx",
         ]
         stats = ProcessStats(relay_pid) if relay_pid else None
+        pdp = ProcessStats(pdp_pid) if pdp_pid else None
         cpu_before = stats.cpu_seconds() if stats else (0.0, 0.0)
+        pdp_before = pdp.cpu_seconds() if pdp else (0.0, 0.0)
         out = subprocess.run(
             argv,
             env={**os.environ, **endpoint.libpq_env()},
@@ -102,6 +108,7 @@ def run_pgbench(
             timeout=seconds + 120,
         )
         cpu_after = stats.cpu_seconds() if stats else None
+        pdp_after = pdp.cpu_seconds() if pdp else None
         # Exit code 2: the run went on but some clients were aborted by errors.
         if out.returncode != 0 and not (out.returncode == 2 and _TPS.search(out.stdout)):
             raise PgbenchError(
@@ -123,6 +130,7 @@ def run_pgbench(
         failed=int(failed_match.group(1)) if failed_match else 0,
         relay_cpu_us_per_tx=_per_tx(cpu_before, cpu_after, transactions, system_only=False),
         relay_sys_us_per_tx=_per_tx(cpu_before, cpu_after, transactions, system_only=True),
+        pdp_cpu_us_per_tx=_per_tx(pdp_before, pdp_after, transactions, system_only=False),
         error=next((line for line in out.stderr.splitlines() if "error" in line), "")[:300]
         if out.returncode
         else "",

@@ -37,6 +37,7 @@ def summarize_cell(samples: Sequence[dict[str, Any]], targets: Sequence[str]) ->
         tps = [s["tps"] for s in mine]
         cpu = [s["relay_cpu_us_per_tx"] for s in mine if s["relay_cpu_us_per_tx"] is not None]
         sys_ = [s["relay_sys_us_per_tx"] for s in mine if s["relay_sys_us_per_tx"] is not None]
+        pdp = [s["pdp_cpu_us_per_tx"] for s in mine if s.get("pdp_cpu_us_per_tx") is not None]
         per_target[name] = {
             "tps_median": statistics.median(tps),
             "tps_min": min(tps),
@@ -45,6 +46,7 @@ def summarize_cell(samples: Sequence[dict[str, Any]], targets: Sequence[str]) ->
             "latency_p99_ms_median": statistics.median(s["latency_p99_ms"] for s in mine),
             "relay_cpu_us_per_tx_median": statistics.median(cpu) if cpu else None,
             "relay_sys_us_per_tx_median": statistics.median(sys_) if sys_ else None,
+            "pdp_cpu_us_per_tx_median": statistics.median(pdp) if pdp else None,
             "failed": sum(s["failed"] for s in mine),
             "errors": sorted({s["error"] for s in mine if s.get("error")}),
         }
@@ -151,7 +153,7 @@ def throughput_markdown(results: dict[str, Any]) -> str:
         out += [
             "",
             "Latency, ms (average / p99), and the relaying process's CPU time per "
-            "transaction (of it, in the kernel):",
+            "transaction (of it, in the kernel; + the PDP's, for a target with one):",
             "",
         ]
         header = ["mode", "clients", *targets]
@@ -169,6 +171,8 @@ def throughput_markdown(results: dict[str, Any]) -> str:
                         f" · {s['relay_cpu_us_per_tx_median']:.0f} µs CPU"
                         f" ({s['relay_sys_us_per_tx_median']:.0f} kernel)"
                     )
+                if s.get("pdp_cpu_us_per_tx_median") is not None:
+                    text += f" + PDP {s['pdp_cpu_us_per_tx_median']:.0f} µs"
                 row.append(text)
             out.append("| " + " | ".join(row) + " |")
         out.append("")

@@ -130,6 +130,12 @@ class Target(Protocol):
         """The process that relays the traffic, when there is one of its own."""
         ...
 
+    @property
+    def pdp_pid(self) -> int | None:
+        """The PDP process behind the relay, when there is one (its CPU is counted apart:
+        on this machine it shares the cores with everything else)."""
+        ...
+
 
 class DirectTarget:
     """pgbench straight to PostgreSQL over loopback TCP."""
@@ -146,6 +152,8 @@ class DirectTarget:
     @property
     def pid(self) -> int | None:
         return None
+
+    pdp_pid = None
 
 
 @dataclass
@@ -204,6 +212,8 @@ class PgBouncerTarget:
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
 
+    pdp_pid = None
+
 
 @dataclass
 class UvloopRelayTarget:
@@ -240,6 +250,8 @@ class UvloopRelayTarget:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
+
+    pdp_pid = None
 
 
 @dataclass
@@ -297,6 +309,10 @@ class PgwardenTarget:
     @property
     def pid(self) -> int | None:
         return self.process.pid if self.process is not None else None
+
+    @property
+    def pdp_pid(self) -> int | None:
+        return self.pdp.process.pid if self.pdp is not None else None
 
 
 @dataclass
