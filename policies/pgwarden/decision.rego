@@ -59,19 +59,13 @@ outcomes := union({
 	destructive.outcomes,
 })
 
-denials contains outcome if {
-	some outcome in outcomes
-	outcome.effect == "deny"
-}
-
-approvals contains outcome if {
-	some outcome in outcomes
-	outcome.effect == "require_approval"
-}
+# The effects of the outcomes, collected in one pass: the action and cache_ttl_s only
+# ask whether some outcome denies or requires approval.
+effects contains outcome.effect if some outcome in outcomes
 
 approved if {
-	count(denials) == 0
-	count(approvals) > 0
+	not "deny" in effects
+	"require_approval" in effects
 	input.context.approved == true
 }
 
@@ -79,39 +73,39 @@ approved if {
 default action := "allow"
 
 action := "deny" if {
-	count(denials) > 0
+	"deny" in effects
 } else := "allow" if {
 	approved
 } else := "require_approval" if {
-	count(approvals) > 0
+	"require_approval" in effects
 }
 
-# Reasons: denials first, then approval requirements, then the rest (masks, limits).
-reasons := array.flatten([
-	reasons_of(denials),
-	reasons_of(approvals),
-	approval_note,
-	reasons_of((outcomes - denials) - approvals),
-])
+# Reasons: denials first, then approval requirements, then the approval note (when
+# given), then the rest (masks, limits); each group sorted and without duplicates.
+# One sort of [rank, reason] pairs orders every group at once (instead of one set and
+# one sort per group).
+reasons := [reason | some [_, reason] in sort(ranked_reasons)]
 
-reasons_of(contributions) := sort({outcome.reason | some outcome in contributions})
+ranked_reasons := {[object.get(reason_rank, object.get(outcome, "effect", null), 3), outcome.reason] |
+	some outcome in outcomes
+} | {[2, "decision: the approval recorded in context.approved applies"] | approved}
 
-default approval_note := []
+reason_rank := {"deny": 0, "require_approval": 1}
 
-approval_note := ["decision: the approval recorded in context.approved applies"] if approved
-
-mask_outcomes contains outcome if {
+# [column, strength, mask] of every mask outcome (data.data.masking.strength; an unknown
+# function counts as strongest, and is denied by data.pgwarden.masking).
+mask_choices contains [outcome.column, strength, outcome.mask] if {
 	some outcome in outcomes
 	outcome.effect == "mask"
+	strength := object.get(data.data.masking.strength, outcome.mask, 1000)
 }
 
-# For each column the strongest mask (data.data.masking.strength; an unknown function
-# counts as strongest, and is denied by data.pgwarden.masking); ties by name.
+# For each column the strongest mask; ties by name.
 mask[column] := strongest[1] if {
-	some column in {outcome.column | some outcome in mask_outcomes}
-	strongest := max({[object.get(data.data.masking.strength, outcome.mask, 1000), outcome.mask] |
-		some outcome in mask_outcomes
-		outcome.column == column
+	some [column, _, _] in mask_choices
+	strongest := max({[strength, function] |
+		some [other, strength, function] in mask_choices
+		other == column
 	})
 }
 
@@ -124,7 +118,7 @@ row_limit := min(limits) if {
 
 # A decision that read context.approved (volatile) must not be cached.
 cache_ttl_s := 0 if {
-	count(approvals) > 0
+	"require_approval" in effects
 } else := min(ttls) if {
 	ttls := {outcome.cache_ttl_s | some outcome in outcomes}
 	count(ttls) > 0
