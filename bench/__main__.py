@@ -76,7 +76,8 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         type=_csv(str),
         default=["direct", "pgbouncer", "pgwarden", "pgwarden-pdp"],
         help="targets; NAME=PATH adds a pgwarden proxy run from the source tree PATH "
-        "(a patched copy) to compare with in the same run",
+        "(a patched copy) to compare with in the same run, in local mode; pdp:NAME=PATH "
+        "the same behind its own PDP, as pgwarden-pdp",
     )
     p.add_argument("--scale", type=int, default=10, help="pgbench -i scale factor")
     p.add_argument(

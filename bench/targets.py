@@ -71,6 +71,7 @@ class BenchCluster:
         self.scale = scale
         self.cluster = PostgresCluster(workdir / "postgres")
         self.pgbench = self.cluster.bindir / "pgbench"
+        self._logins: dict[str, str] = {}
 
     def start(self) -> BenchCluster:
         cluster = self.cluster.start()
@@ -107,12 +108,15 @@ class BenchCluster:
 
     def login_role(self, name: str) -> str:
         """A login role with a fresh password and the bench tables' privileges (it is a
-        member of the role that owns them); returns the password."""
-        password = secrets.token_urlsafe(18)
-        self.cluster.psql(
-            f"CREATE ROLE {name} LOGIN PASSWORD '{password}';\nGRANT {PROXY_ROLE} TO {name};\n"
-        )
-        return password
+        member of the role that owns them); returns the password. Created once: every
+        target that asks for it again (several pdp targets) gets the same password."""
+        if name not in self._logins:
+            password = secrets.token_urlsafe(18)
+            self.cluster.psql(
+                f"CREATE ROLE {name} LOGIN PASSWORD '{password}';\nGRANT {PROXY_ROLE} TO {name};\n"
+            )
+            self._logins[name] = password
+        return self._logins[name]
 
 
 class Target(Protocol):
@@ -352,11 +356,21 @@ TARGETS: dict[str, Callable[[], Target]] = {
 
 def make_target(spec: str) -> Target:
     """A name from :data:`TARGETS`, or ``NAME=PYTHONPATH``: a pgwarden proxy
-    named NAME run from another source tree (e.g. ``pgwarden-patched=/tmp/proto``)."""
+    named NAME run from another source tree (e.g. ``pgwarden-patched=/tmp/proto``), in
+    ``local`` mode; ``pdp:NAME=PYTHONPATH`` the same as the ``pgwarden-pdp`` target (its
+    own PDP and OPA, from this tree; the proxy from the other)."""
     if "=" in spec:
         name, path = spec.split("=", 1)
+        pdp = name.startswith("pdp:")
+        name = name.removeprefix("pdp:")
         if not (Path(path) / "pgwarden" / "__init__.py").is_file():
             raise SystemExit(f"target {spec!r}: {path}/pgwarden/__init__.py not found")
+        if pdp:
+            return PgwardenPdpTarget(
+                name=name,
+                description=f"pgwarden proxy from {path} -> PDP -> OPA with policies/",
+                pythonpath=str(Path(path).resolve()),
+            )
         return PgwardenTarget(
             name=name,
             description=f"pgwarden proxy from {path}, local decisions",
