@@ -65,6 +65,13 @@ def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
         formatter_class=argparse.ArgumentDefaultsHelpFormatter,
     )
     p.add_argument("--duration", type=int, default=2, help="seconds per pgbench run")
+    p.add_argument(
+        "--rate",
+        type=int,
+        default=0,
+        help="pgbench -R: transactions per second for every target (0: as fast as they go); "
+        "compares CPU per transaction at the same load",
+    )
     p.add_argument("--rounds", type=int, default=3, help="interleaved rounds per configuration")
     p.add_argument("--clients", type=_csv(int), default=[1, 8, 64], help="client counts")
     p.add_argument("--modes", type=_csv(str, MODES), default=list(MODES), help="-M modes")
@@ -230,6 +237,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
                             round_=round_,
                             relay_pid=target.pid,
                             pdp_pid=target.pdp_pid,
+                            rate=args.rate,
                         )
                     except PgbenchError as exc:
                         failures.append(f"{cell.label}, {target.name}, round {round_ + 1}: {exc}")
@@ -318,6 +326,7 @@ def run(args: argparse.Namespace) -> dict[str, Any]:
     info["load_after"] = os.getloadavg()[0]
     results["settings"] = {
         "duration_s": args.duration,
+        "rate": args.rate,
         "rounds": args.rounds,
         "scale": args.scale,
         "scripts": args.scripts,

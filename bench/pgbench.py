@@ -76,6 +76,7 @@ def run_pgbench(
     round_: int,
     relay_pid: int | None,
     pdp_pid: int | None = None,
+    rate: int = 0,
 ) -> Sample:
     """Run pgbench for ``seconds`` and parse what it measured."""
     threads = min(cell.clients, os.cpu_count() or 1)
@@ -94,6 +95,7 @@ def run_pgbench(
             str(max(1, round(seconds))),
             "--log",
             f"--log-prefix={logdir}/tx",
+            *(["-R", str(rate)] if rate else []),  # a fixed rate: CPU per tx at equal load
         ]
         stats = ProcessStats(relay_pid) if relay_pid else None
         pdp = ProcessStats(pdp_pid) if pdp_pid else None

@@ -314,8 +314,9 @@ def machine_markdown(results: dict[str, Any]) -> str:
         f"machine is shared with other engineers' test runs, which is why every configuration "
         f"runs in interleaved rounds. pgbench scale {s['scale']}, {s['rounds']} rounds of "
         f"{s['duration_s']} s per configuration and target (targets rotated each round), "
-        f"`-j` = min(clients, CPUs), everything on loopback TCP without TLS. Medians of the "
-        f"rounds; ± is half the min-max spread of TPS. Targets: "
+        + (f"at a fixed {s['rate']:,} TPS (pgbench -R), " if s.get("rate") else "")
+        + "`-j` = min(clients, CPUs), everything on loopback TCP without TLS. Medians of the "
+        "rounds; ± is half the min-max spread of TPS. Targets: "
         + "; ".join(f"**{t['name']}**: {t['description']}" for t in s["targets"])
         + ".\n"
     )
