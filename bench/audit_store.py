@@ -5,8 +5,8 @@
 Builds the records of a ``pgbench -S`` load the way the proxy does (``AuditReporter``'s
 own batching: 8 sessions, one memoized statement, cached decisions), serializes them as
 the spool frames the proxy sends, parses them back as the PDP's gRPC layer does, and
-feeds every batch through what ``ReportExecutions`` does with it: ``record_document`` for
-each record (with shared parts, as the PDP builds them), then ``JsonlStore.append``
+feeds every batch through what ``ReportExecutions`` does with it: ``stored_documents``
+(``record_document`` for each record, with shared parts), then ``JsonlStore.append``
 (chain, canonical JSON, one write and fsync per batch) to a file in a temporary folder.
 Prints the CPU microseconds per record of the whole path and of its two parts (best of
 5 rounds; each round stores into a fresh file). ``--profile`` adds a cProfile listing of
@@ -26,7 +26,7 @@ from pathlib import Path
 from types import SimpleNamespace
 
 from pgwarden.pdp.audit.config import AuditStoreConfig
-from pgwarden.pdp.audit.records import record_document
+from pgwarden.pdp.audit.records import stored_documents
 from pgwarden.pdp.audit.store import JsonlStore
 from pgwarden.proxy.audit import _STATEMENT, AuditConfig, AuditReporter
 from pgwarden.proxy.decision import Action, Decision, Identity, SessionFacts, new_decision_id
@@ -79,7 +79,7 @@ def spool_frames(records: int, batch: int, spool_dir: Path) -> list[bytes]:
     return [payload for payload, _ in reporter._frames(events)]
 
 
-async def _never_sent(records: object) -> int:
+async def _never_sent(request: bytes, count: int) -> int:
     return 0
 
 
@@ -93,7 +93,7 @@ def store_round(frames: list[bytes], folder: Path, n: int) -> tuple[float, float
         documents_s = append_s = 0.0
         for batch in batches:
             started = time.process_time()
-            documents = [record_document(r, shared_parts=True) for r in batch.records]
+            documents = stored_documents(batch.records)
             built = time.process_time()
             await store.append(documents)
             documents_s += built - started

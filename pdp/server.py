@@ -25,7 +25,7 @@ from grpc_health.v1 import health, health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection
 
 from pgwarden.config import ConfigError
-from pgwarden.pdp.audit.records import record_document
+from pgwarden.pdp.audit.records import stored_documents
 from pgwarden.pdp.audit.store import AuditStoreError, AuditWriter, open_store
 from pgwarden.pdp.config import AuthConfig, PdpConfig, load_config
 from pgwarden.pdp.evaluation import Evaluator
@@ -301,8 +301,7 @@ class DecisionServicer(pb_grpc.DecisionServiceServicer):
         async for batch in request_iterator:
             if not batch.records:
                 continue
-            # Only stored: the records' repeated parts can be shared, read-only.
-            documents = [record_document(r, shared_parts=True) for r in batch.records]
+            documents = stored_documents(batch.records)
             self.metrics.executions.inc(amount=len(documents))
             started = time.perf_counter()
             try:

@@ -848,12 +848,12 @@ class LocalAuditStore:
         return self
 
     async def send(self, request: bytes, count: int) -> int:
-        from pgwarden.pdp.audit.records import record_document  # noqa: PLC0415
+        from pgwarden.pdp.audit.records import stored_documents  # noqa: PLC0415
         from pgwarden.pdp.audit.store import AuditStoreError  # noqa: PLC0415
 
         records = pb.ReportExecutionsRequest.FromString(request).records
         try:
-            await self.writer.write([record_document(r) for r in records])
+            await self.writer.write(stored_documents(records))
         except AuditStoreError:
             return 0
         return len(records) if len(records) == count else 0

@@ -56,9 +56,7 @@ class ChainHead:
         if text.find(_MEMBER, at + 1) >= 0:
             # The member's text also occurs inside the record (a key ending in "hash"
             # holding the placeholder): which one is the record's own is not certain.
-            del document["hash"]
-            digest = hashlib.sha256(self.hash.encode() + canonical(document)).hexdigest()
-            document["hash"] = digest
+            document["hash"] = digest = record_hash(self.hash, document)
             text = canonical(document)
         else:
             # Without the member: drop it and the comma before it, or after it when it

@@ -9,7 +9,7 @@ could change on a round trip through a store.
 from __future__ import annotations
 
 import uuid
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from datetime import UTC, datetime
 from typing import Any, NoReturn, TypeVar
 
@@ -97,6 +97,13 @@ def record_document(record: pb.AuditRecord, *, shared_parts: bool = False) -> di
         "session_stats": _session_stats(record.session_stats) if has("session_stats") else None,
         "auth": _auth(record.auth) if has("auth") else None,
     }
+
+
+def stored_documents(records: Iterable[pb.AuditRecord]) -> list[dict[str, Any]]:
+    """The documents of a batch of records that a store keeps as they are (the PDP's
+    ``ReportExecutions``, the proxy's local store): their repeated parts are shared,
+    read-only (a store changes only a document's top level)."""
+    return [record_document(r, shared_parts=True) for r in records]
 
 
 class ReadOnlyPart(dict[str, Any]):

@@ -20,7 +20,12 @@ from pgwarden.stack.pgwarden_process import PgwardenProcess
 from pgwarden.stack.postgres import PostgresCluster
 from pgwarden.stack.process import free_port
 from tests.integration.stack_fixtures import stack_state_dir
-from tests.integration.wiretap import WiretapProcess, proxy_certificate, reconcile
+from tests.integration.wiretap import (
+    WiretapProcess,
+    jsonl_records,
+    proxy_certificate,
+    reconcile,
+)
 
 IDENTITIES = {
     "agent:reporting": ["analytics"],
@@ -47,7 +52,7 @@ class ProxyUnderTest:
     def audit_records(self) -> list[dict[str, Any]]:
         """The proxy's audit trail so far (``[decision] mode = "local"`` writes it itself)."""
         trail = self.process.log_path.parent / "audit.jsonl"
-        return [json.loads(t) for _, t in read_jsonl_lines(trail)] if trail.exists() else []
+        return jsonl_records(trail)
 
     def dsn(self, subject: str = "agent:reporting", dbname: str = TEST_DB, **extra: str) -> str:
         params = "&".join(f"{k}={v}" for k, v in {"sslmode": "disable", **extra}.items())
@@ -149,7 +154,7 @@ def make_proxy(
         tap.stop()
     for process, tap in started:
         trail = process.log_path.parent / "audit.jsonl"
-        records = [json.loads(text) for _, text in read_jsonl_lines(trail)]
+        records = jsonl_records(trail)
         result = verify(read_jsonl_lines(trail))
         assert result.ok, f"{trail}: {result.first_break}"
         ids = [r["record_id"] for r in records]
@@ -190,7 +195,7 @@ def stack(policy_copy: Path) -> Iterator[local.Stack]:
         tap.stop()
     # Every statement the module's clients saw end is in the PDP's audit store, once.
     audit = Path(running.info["audit"]["file"])
-    records = [json.loads(text) for _, text in read_jsonl_lines(audit)]
+    records = jsonl_records(audit)
     problems = reconcile(tap.connections(), records)
     shutil.rmtree(base, ignore_errors=True)
     assert not problems, f"{audit} against {tap.out}:\n" + "\n".join(problems)

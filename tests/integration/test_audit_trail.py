@@ -35,7 +35,7 @@ from pgwarden.stack.postgres import PostgresCluster
 from pgwarden.stack.process import StackError, free_port, poll_until_async
 from pgwarden.v1 import decision_pb2 as pb
 from tests.integration.rawpg import RawClient
-from tests.integration.wiretap import WiretapProcess, reconcile
+from tests.integration.wiretap import WiretapProcess, jsonl_records, reconcile
 
 SENTINEL = "zq-sentinel-5d2e91"
 
@@ -89,12 +89,6 @@ def audited_pdp(root: Path, audit: dict[str, Any], *, port: int | None = None) -
     with process.config_path.open("a") as f:
         f.write("\n".join(lines) + "\n")
     return process
-
-
-def jsonl_records(path: Path) -> list[dict[str, Any]]:
-    if not path.exists():
-        return []
-    return [json.loads(text) for _, text in read_jsonl_lines(path)]
 
 
 @dataclass

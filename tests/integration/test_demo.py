@@ -14,8 +14,7 @@ from pathlib import Path
 
 import pytest
 
-from pgwarden.pdp.audit.store import read_jsonl_lines
-from tests.integration.wiretap import WiretapProcess, reconcile
+from tests.integration.wiretap import WiretapProcess, jsonl_records, reconcile
 
 
 def pgwarden(*args: str) -> subprocess.CompletedProcess[str]:
@@ -87,7 +86,7 @@ def test_up_demo_down(state: Path) -> None:
     assert processes_mentioning(str(state)) == []
     assert not (state / "stack.json").exists()
     audit = Path(info["audit"]["file"])
-    records = [json.loads(text) for _, text in read_jsonl_lines(audit)]
+    records = jsonl_records(audit)
     assert tap is not None
     sessions = [c for c in tap.connections() if c["kind"] == "startup"]
     assert len(sessions) == len(steps) - 2  # each psql step; the last two read the file

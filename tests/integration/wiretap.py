@@ -34,6 +34,7 @@ from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
+from pgwarden.pdp.audit.store import read_jsonl_lines
 from pgwarden.stack.process import ManagedProcess, free_port, port_accepts
 
 _LENGTH = struct.Struct("!i")
@@ -395,6 +396,14 @@ def proxy_certificate(config: Path) -> tuple[Path, Path] | None:
 def _affected(tag: str) -> int | None:
     last = tag.rsplit(" ", 1)[-1]
     return int(last) if " " in tag and last.isdigit() else None
+
+
+def jsonl_records(path: Path) -> list[dict[str, Any]]:
+    """The records of an audit trail file (JSON Lines), for :func:`reconcile`; none when
+    there is no file."""
+    if not path.exists():
+        return []
+    return [json.loads(text) for _, text in read_jsonl_lines(path)]
 
 
 def reconcile(
