@@ -19,13 +19,13 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
-import json
 import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import urlsplit
 
+import orjson
 from opa_client.opa_async import AsyncOpaClient
 
 from pgwarden.pdp.opa_http import OpaDataClient, OpaHttpError
@@ -112,7 +112,8 @@ class OpaTarget:
                 await self.query(rule, {})
 
     async def query(self, rule: str, document: dict[str, Any]) -> dict[str, Any]:
-        body = json.dumps({"input": document}, separators=(",", ":")).encode()
+        # orjson: the same compact JSON as json.dumps, for a fraction of its CPU per miss.
+        body = orjson.dumps({"input": document})
         try:
             answer = await self.data.post(f"/v1/data/{DECISION_PACKAGE}/{rule}", body)
         except OpaHttpError as exc:
@@ -128,7 +129,7 @@ class OpaTarget:
         if answer.status != 200:
             raise OpaError(DecisionCode.OPA_UNAVAILABLE, f"OPA returned HTTP {answer.status}")
         try:
-            result = json.loads(answer.body)
+            result = orjson.loads(answer.body)
         except ValueError as exc:
             raise OpaError(DecisionCode.OPA_UNAVAILABLE, "OPA's answer is not JSON") from exc
         if not isinstance(result, dict):
