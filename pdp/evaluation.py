@@ -112,7 +112,8 @@ class OpaTarget:
                 await self.query(rule, {})
 
     async def query(self, rule: str, document: dict[str, Any]) -> dict[str, Any]:
-        # orjson: the same compact JSON as json.dumps, for a fraction of its CPU per miss.
+        # orjson: compact JSON as json.dumps wrote it, for a fraction of its CPU per miss;
+        # non-ASCII text goes as UTF-8 rather than \u escapes (the same JSON value).
         body = orjson.dumps({"input": document})
         try:
             answer = await self.data.post(f"/v1/data/{DECISION_PACKAGE}/{rule}", body)
