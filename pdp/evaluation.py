@@ -85,12 +85,21 @@ class OpaTarget:
 
     @classmethod
     async def open(
-        cls, url: str, revision: str, *, timeout_s: float, token: str | None = None
+        cls,
+        url: str,
+        revision: str,
+        *,
+        timeout_s: float,
+        token: str | None = None,
+        unix_socket: str | None = None,
     ) -> OpaTarget:
+        """``unix_socket``: where the same OPA also listens, for the decision queries."""
         client = opa_client_for(url, timeout_s=timeout_s, token=token)
         await client._init_session()  # the async client's own way to open its session
         host, port, tls = _address(url)
-        data = OpaDataClient(host, port, tls=tls, token=token, timeout_s=timeout_s)
+        data = OpaDataClient(
+            host, port, tls=tls, token=token, timeout_s=timeout_s, unix_socket=unix_socket
+        )
         return cls(url, revision, client, data)
 
     async def close(self) -> None:

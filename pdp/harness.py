@@ -182,6 +182,13 @@ decision := {"action": "deny", "reasons": ["would be denied"], "dry_run": true} 
 	input.statement.command == "TRUNCATE"
 }
 
+# Echoes input text into the answer (e.g. non-ASCII text, both ways through OPA).
+decision := {
+	"action": "deny",
+	"reasons": [sprintf("application %s may not LISTEN", [input.session.application_name])],
+	"cache_ttl_s": 60,
+} if input.statement.command == "LISTEN"
+
 # Not contract v1: an unknown action.
 decision := {"action": "permit"} if input.statement.command == "INSERT"
 

@@ -8,7 +8,9 @@ read with ``asyncio`` streams costs about 200 µs / 450 µs (bench/pdp_bench.py,
 performance.md "Decisions"). This client does only that: a small pool of persistent
 connections, Content-Length or chunked answers, one timeout per request, and one retry on
 a fresh connection when a pooled one turns out to have been closed by OPA (a query has no
-side effects, so sending it again is safe).
+side effects, so sending it again is safe). For the OPA the PDP supervises, the connections
+go to a Unix domain socket: a round trip there costs about 145 µs p50 against 205 µs over
+loopback TCP, with less CPU on both sides (docs/performance.md "Decisions").
 """
 
 from __future__ import annotations
@@ -51,9 +53,13 @@ class OpaDataClient:
         token: str | None = None,
         timeout_s: float,
         pool_max: int = 32,
+        unix_socket: str | None = None,
     ) -> None:
+        """``unix_socket``: connect there instead of to ``host``:``port`` (which then only
+        names the server in the Host header)."""
         self.host = host
         self.port = port
+        self.unix_socket = unix_socket
         self.timeout_s = timeout_s
         self.pool_max = pool_max
         self._tls = ssl.create_default_context() if tls else None
@@ -96,6 +102,8 @@ class OpaDataClient:
                 await writer.wait_closed()
 
     async def _connect(self) -> tuple[asyncio.StreamReader, asyncio.StreamWriter]:
+        if self.unix_socket is not None:
+            return await asyncio.open_unix_connection(self.unix_socket)
         return await asyncio.open_connection(
             self.host, self.port, ssl=self._tls, server_hostname=self.host if self._tls else None
         )

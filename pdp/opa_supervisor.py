@@ -37,6 +37,8 @@ from pgwarden.stack.process import free_port
 
 POLICY_SUFFIXES = (".rego", ".json", ".yaml", ".yml")
 STARTUP_TIMEOUT_S = 15.0
+# sockaddr_un holds 108 bytes with the final NUL; a longer path (a deep TMPDIR) means TCP.
+UNIX_SOCKET_PATH_MAX = 107
 # The old OPA keeps answering in-flight requests for this long after a switch.
 RETIRE_AFTER_S = 2.0
 # A child that lived this long before dying resets the restart backoff.
@@ -144,6 +146,18 @@ class OpaChild:
     @property
     def alive(self) -> bool:
         return self.process.poll() is None
+
+
+def unix_socket_in(directory: Path) -> str | None:
+    """Where OPA's Unix socket goes in ``directory``; None when the path is too long for
+    one (then decisions go over TCP)."""
+    path = directory / "opa.sock"
+    return str(path) if len(os.fsencode(path)) <= UNIX_SOCKET_PATH_MAX else None
+
+
+def _bound(socket_path: str | None) -> bool:
+    """OPA listens on its Unix socket (or was started without one)."""
+    return socket_path is None or os.path.exists(socket_path)
 
 
 class PolicyLoadError(Exception):
@@ -262,13 +276,18 @@ class OpaSupervisor:
         (directory / "policies").mkdir(parents=True, exist_ok=True)
         port = free_port()
         log_path = directory / "opa.log"
+        # Decisions go to a Unix socket beside the snapshot (cheaper than loopback TCP, see
+        # opa_http); health checks and the policy listing (aiohttp) to the TCP port.
+        socket_path = unix_socket_in(directory)
+        addresses = ["--addr", f"127.0.0.1:{port}"]
+        if socket_path is not None:
+            addresses += ["--addr", f"unix://{socket_path}", "--unix-socket-perm", "600"]
         argv = [
             str(self.binary),
             "run",
             "--server",
             "--skip-version-check",
-            "--addr",
-            f"127.0.0.1:{port}",
+            *addresses,
             "--log-level",
             "error",
             str(directory / "policies"),
@@ -291,18 +310,23 @@ class OpaSupervisor:
             shutil.rmtree(directory, ignore_errors=True)
             raise PolicyLoadError(f"OPA could not be started: {exc}") from exc
         target = await OpaTarget.open(
-            f"http://127.0.0.1:{port}", revision, timeout_s=self.config.timeout_s
+            f"http://127.0.0.1:{port}",
+            revision,
+            timeout_s=self.config.timeout_s,
+            unix_socket=socket_path,
         )
         child = OpaChild(process, target, directory, time.monotonic())
         deadline = time.monotonic() + STARTUP_TIMEOUT_S
-        while not await target.healthy():
+        while not await target.healthy() or not _bound(socket_path):
             if not child.alive or time.monotonic() > deadline:
                 tail = log_path.read_text(errors="replace")[-2000:].strip()
                 await self._terminate(child)
                 raise PolicyLoadError(f"OPA did not start on revision {revision}: {tail}")
             await asyncio.sleep(0.01)
         await target.warm_up()  # before this instance answers any statement
-        log_event("opa_started", pid=process.pid, url=target.url, revision=revision)
+        log_event(
+            "opa_started", pid=process.pid, url=target.url, socket=socket_path, revision=revision
+        )
         return child
 
     async def _switch(self, child: OpaChild) -> None:

@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import stat
 import urllib.request
 import uuid
 from collections.abc import AsyncIterator, Callable, Iterator
@@ -18,10 +19,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from pgwarden.pdp.evaluation import OpaTarget
 from pgwarden.pdp.harness import PdpProcess, write_example_policy
 from pgwarden.proxy.decision import Action, Identity, SessionFacts, Statement
 from pgwarden.proxy.pdp_client import PdpClient, PdpClientConfig, decision_ids
-from pgwarden.stack.process import poll_until
+from pgwarden.stack.process import free_port, poll_until
 from pgwarden.v1 import decision_pb2 as pb
 from pgwarden.v1 import decision_pb2_grpc as pb_grpc
 
@@ -380,6 +382,36 @@ async def test_watch_revisions_announces_the_revision_on_subscription(pdp: PdpPr
         stream.cancel()
     [revision] = [r["revision"] for r in pdp.log_records("revision")]
     assert first.revision == revision
+
+
+async def test_non_ascii_input_reaches_the_policy_and_comes_back(client: PdpClient) -> None:
+    name = "rapport-été ✓ 報告"
+    facts = SessionFacts(uuid.uuid4().hex, "edge-1", "10.0.0.7", "shop", name, True, "")
+    [decision] = await client.decide(REPORTING, facts, [statement("LISTEN")], in_transaction=False)
+    assert decision.code == ""
+    assert decision.reasons == (f"application {name} may not LISTEN",)
+
+
+def file_mode(path: Path) -> int:
+    return path.stat().st_mode
+
+
+async def test_supervised_opa_answers_decisions_on_its_unix_socket(pdp: PdpProcess) -> None:
+    """The PDP's decision queries go to the Unix socket of its OPA (owner-only), not TCP:
+    a target whose TCP port has nothing behind it still gets the real OPA's decisions."""
+    [started] = pdp.log_records("opa_started")
+    socket_path = Path(started["socket"])
+    mode = file_mode(socket_path)
+    assert stat.S_ISSOCK(mode)
+    assert stat.S_IMODE(mode) == 0o600
+    target = await OpaTarget.open(
+        f"http://127.0.0.1:{free_port()}", "r", timeout_s=2.0, unix_socket=str(socket_path)
+    )
+    try:
+        answer = await target.query("decision", {"statement": {"command": "DELETE"}})
+    finally:
+        await target.close()
+    assert answer["result"]["reasons"] == ["deletes are not allowed"]
 
 
 async def test_smoke_with_the_shipped_policy_pack(tmp_path: Path, repo_root: Path) -> None:
