@@ -39,11 +39,13 @@ outcomes contains outcome if {
 	outcome := facts.controlled(identities.mode.export, reason)
 }
 
+# statement_refs has every statement as a key: iterating it gives each statement with its
+# references, without hashing the statement object again to look them up.
 outcomes contains outcome if {
-	some statement in facts.statements
+	some statement, refs in facts.statement_refs
 	why := unbounded(statement)
 	columns := {ref.column |
-		some ref in facts.statement_refs[statement]
+		some ref in refs
 		ref.usage in {"output", "derived"}
 		facts.classified_columns[ref.column]
 	}
