@@ -9,8 +9,9 @@ performance.md "Decisions"). This client does only that: a small pool of persist
 connections, Content-Length or chunked answers, one timeout per request, and one retry on
 a fresh connection when a pooled one turns out to have been closed by OPA (a query has no
 side effects, so sending it again is safe). For the OPA the PDP supervises, the connections
-go to a Unix domain socket: a round trip there costs about 145 µs p50 against 205 µs over
-loopback TCP, with less CPU on both sides (docs/performance.md "Decisions").
+go to a Unix domain socket: a round trip there costs 30-50 µs less at the p50 than over
+loopback TCP, with 10-15 % less CPU in this process (bench/opa_transport.py, docs/
+performance.md "Decisions").
 """
 
 from __future__ import annotations
