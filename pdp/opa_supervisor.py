@@ -43,6 +43,10 @@ UNIX_SOCKET_PATH_MAX = 107
 RETIRE_AFTER_S = 2.0
 # A child that lived this long before dying resets the restart backoff.
 STABLE_AFTER_S = 10.0
+# Each supervisor's snapshots live in one directory of the system's temporary directory,
+# with a file naming the PDP process that owns it (see sweep_dead_snapshots).
+SNAPSHOT_PREFIX = "pgwarden-pdp-opa-"
+OWNER_FILE = "owner"
 
 
 def _die_with_parent_hook() -> Callable[[], None] | None:
@@ -160,6 +164,53 @@ def _bound(socket_path: str | None) -> bool:
     return socket_path is None or os.path.exists(socket_path)
 
 
+def _process_identity(pid: int) -> str | None:
+    """``pid``, its start time (field 22 of /proc/PID/stat, clock ticks since boot: a
+    reused pid has another) and its PID namespace; None when there is no such process (or
+    no /proc)."""
+    try:
+        stat = Path(f"/proc/{pid}/stat").read_text()
+        namespace = os.readlink(f"/proc/{pid}/ns/pid")
+    except OSError:
+        return None
+    started = stat[stat.rindex(")") + 2 :].split()[19]  # fields[0] is field 3
+    return f"{pid} {started} {namespace}"
+
+
+def sweep_dead_snapshots(directory: Path) -> int:
+    """Remove the snapshot directories in ``directory`` whose PDP is gone, and say how many.
+
+    A PDP that stops removes its own; one that was killed (SIGKILL, the OOM killer) leaves
+    its policy copies and its OPA's socket behind, and every restart would add one more.
+    A directory is removed only when it is ours (same user, not a symlink) and its owner
+    file names a process of our PID namespace that no longer runs: one being created has no
+    owner file yet, and a PDP in another namespace (a container sharing the directory)
+    cannot be judged from here. Without /proc, nothing is swept."""
+    ours = _process_identity(os.getpid())
+    if ours is None:
+        return 0
+    namespace = ours.rsplit(" ", 1)[1]
+    swept = 0
+    with os.scandir(directory) as entries:
+        for entry in entries:
+            if not entry.name.startswith(SNAPSHOT_PREFIX):
+                continue
+            try:
+                if not entry.is_dir(follow_symlinks=False):
+                    continue
+                if entry.stat(follow_symlinks=False).st_uid != os.getuid():
+                    continue
+                owner = (Path(entry.path) / OWNER_FILE).read_text().strip()
+                pid, _, owner_namespace = owner.split(" ")
+                alive = _process_identity(int(pid)) == owner
+            except (OSError, ValueError):
+                continue
+            if owner_namespace == namespace and not alive:
+                shutil.rmtree(entry.path, ignore_errors=True)
+                swept += 1
+    return swept
+
+
 class PolicyLoadError(Exception):
     """OPA did not start on a snapshot; the message has the end of its log."""
 
@@ -174,7 +225,12 @@ class OpaSupervisor:
         self.binary = config.binary or find_opa()
         self.evaluator = evaluator
         self.feed = feed
-        self.state_dir = Path(tempfile.mkdtemp(prefix="pgwarden-pdp-opa-"))
+        temporary = Path(tempfile.gettempdir())
+        swept = sweep_dead_snapshots(temporary)
+        if swept:
+            log_event("snapshots_swept", directories=swept, directory=str(temporary))
+        self.state_dir = Path(tempfile.mkdtemp(prefix=SNAPSHOT_PREFIX, dir=temporary))
+        (self.state_dir / OWNER_FILE).write_text(f"{_process_identity(os.getpid()) or ''}\n")
         self.child: OpaChild | None = None
         self.files: dict[str, bytes] = {}
         self.signature: tuple[tuple[str, int, int, int], ...] = ()

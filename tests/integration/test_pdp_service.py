@@ -337,6 +337,25 @@ def test_sigterm_stops_gracefully_with_its_opa(tmp_path: Path) -> None:
     poll_until(lambda: not opa_alive(), timeout_s=10, what="OPA child exit")
 
 
+def test_a_killed_pdps_snapshot_is_removed_when_a_pdp_starts(tmp_path: Path) -> None:
+    """SIGKILL leaves the policy copies and OPA's socket behind; the next PDP to start
+    removes them (and keeps its own until it stops)."""
+    policies = write_example_policy(tmp_path / "policies")
+    killed = PdpProcess(policies=policies, log_dir=tmp_path / "killed").start()
+    [started] = killed.log_records("opa_started")
+    left = Path(started["socket"]).parents[1]  # <state dir>/<snapshot>/opa.sock
+    killed.kill()
+    assert (left / "owner").exists()
+    with PdpProcess(policies=policies, log_dir=tmp_path / "next") as successor:
+        [swept] = successor.log_records("snapshots_swept")
+        assert swept["directories"] >= 1
+        assert not left.exists()
+        [own] = successor.log_records("opa_started")
+        own_dir = Path(own["socket"]).parents[1]
+        assert own_dir.exists()
+    assert not own_dir.exists()
+
+
 async def test_audit_records_are_acknowledged_once_durable(
     pdp: PdpProcess, client: PdpClient
 ) -> None:
