@@ -190,24 +190,26 @@ def sweep_dead_snapshots(directory: Path) -> int:
     if ours is None:
         return 0
     namespace = ours.rsplit(" ", 1)[1]
+    try:
+        with os.scandir(directory) as listing:
+            entries = [e for e in listing if e.name.startswith(SNAPSHOT_PREFIX)]
+    except OSError:
+        return 0  # best effort: a directory we may not list is left as it is
     swept = 0
-    with os.scandir(directory) as entries:
-        for entry in entries:
-            if not entry.name.startswith(SNAPSHOT_PREFIX):
+    for entry in entries:
+        try:
+            if not entry.is_dir(follow_symlinks=False):
                 continue
-            try:
-                if not entry.is_dir(follow_symlinks=False):
-                    continue
-                if entry.stat(follow_symlinks=False).st_uid != os.getuid():
-                    continue
-                owner = (Path(entry.path) / OWNER_FILE).read_text().strip()
-                pid, _, owner_namespace = owner.split(" ")
-                alive = _process_identity(int(pid)) == owner
-            except (OSError, ValueError):
+            if entry.stat(follow_symlinks=False).st_uid != os.getuid():
                 continue
-            if owner_namespace == namespace and not alive:
-                shutil.rmtree(entry.path, ignore_errors=True)
-                swept += 1
+            owner = (Path(entry.path) / OWNER_FILE).read_text().strip()
+            pid, _, owner_namespace = owner.split(" ")
+            alive = _process_identity(int(pid)) == owner
+        except (OSError, ValueError):
+            continue
+        if owner_namespace == namespace and not alive:
+            shutil.rmtree(entry.path, ignore_errors=True)
+            swept += 1
     return swept
 
 

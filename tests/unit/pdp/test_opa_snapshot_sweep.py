@@ -75,3 +75,8 @@ def test_a_symlink_is_not_followed(tmp_path: Path, dead_pid: int) -> None:
     assert sweep_dead_snapshots(tmp_path) == 0
     assert (target / "0001-rev" / "policies" / "p.rego").exists()
     assert (tmp_path / f"{SNAPSHOT_PREFIX}link").is_symlink()
+
+
+def test_a_directory_that_cannot_be_listed_sweeps_nothing(tmp_path: Path) -> None:
+    """Best effort: the sweep never stops a PDP from starting."""
+    assert sweep_dead_snapshots(tmp_path / "missing") == 0
