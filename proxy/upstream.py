@@ -4,6 +4,7 @@ authenticate with the proxy's credential for the chosen role, then relay."""
 from __future__ import annotations
 
 import asyncio
+import os
 import ssl
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass, field
@@ -26,15 +27,44 @@ class UpstreamTarget:
     connect_timeout_s: float = 5.0
 
     def ssl_context(self) -> ssl.SSLContext | None:
+        """The client TLS context for ``sslmode``, shared by every upstream connection:
+        building one costs ~0.9 ms of the event loop with a CA file and ~30 ms with the
+        system's CA store. Built again when the CA file changes on disk (a rotated CA
+        applies to the next connections, as with libpq, which reads it per connection)."""
         if self.sslmode == "disable":
             return None
-        ctx = ssl.create_default_context(cafile=self.ca_file)
-        if self.sslmode == "require":
-            ctx.check_hostname = False
-            ctx.verify_mode = ssl.CERT_NONE
-        elif self.sslmode == "verify-ca":
-            ctx.check_hostname = False
+        key = (self.sslmode, self.ca_file, _file_version(self.ca_file))
+        ctx = _ssl_contexts.get(key)
+        if ctx is None:
+            ctx = ssl.create_default_context(cafile=self.ca_file)
+            if self.sslmode == "require":
+                ctx.check_hostname = False
+                ctx.verify_mode = ssl.CERT_NONE
+            elif self.sslmode == "verify-ca":
+                ctx.check_hostname = False
+            if len(_ssl_contexts) >= SSL_CONTEXTS_MAX:
+                _ssl_contexts.clear()
+            _ssl_contexts[key] = ctx
         return ctx
+
+
+# Contexts by (sslmode, CA file, the file's version): a proxy has one upstream; the bound
+# only matters when its CA file keeps changing.
+SSL_CONTEXTS_MAX = 8
+_ssl_contexts: dict[tuple[str, str | None, tuple[int, int, int] | None], ssl.SSLContext] = {}
+
+
+def _file_version(path: str | None) -> tuple[int, int, int] | None:
+    """(inode, size, mtime) of ``path``: another file or other content means another
+    version. None without a file (or when it cannot be read: building the context then
+    raises what it raised before)."""
+    if path is None:
+        return None
+    try:
+        st = os.stat(path)
+    except OSError:
+        return None
+    return st.st_ino, st.st_size, st.st_mtime_ns
 
 
 @dataclass(slots=True)

@@ -29,6 +29,25 @@ SCRAM_SHA_256_PLUS = "SCRAM-SHA-256-PLUS"
 # PostgreSQL's default is 4096 (scram_iterations).
 MAX_SCRAM_ITERATIONS = 1_000_000
 _GS2_HEADER = b"n,,"
+# PBKDF2 at PostgreSQL's default 4096 iterations costs ~1.5 ms of the event loop, on every
+# upstream connection. A role's salt and count stay the same until its password changes,
+# so the result is kept, bounded (entries are tiny; an impostor sending new salts only
+# empties it). It is derived from the password the proxy holds anyway.
+SALTED_PASSWORDS_MAX = 64
+_salted_passwords: dict[tuple[bytes, bytes, int], bytes] = {}
+
+
+def salted_password(password: bytes, salt: bytes, iterations: int) -> bytes:
+    """SaltedPassword of RFC 5802 (``Hi(password, salt, i)``), computed once per
+    (password, salt, iterations)."""
+    key = (password, salt, iterations)
+    salted = _salted_passwords.get(key)
+    if salted is None:
+        salted = hashlib.pbkdf2_hmac("sha256", password, salt, iterations)
+        if len(_salted_passwords) >= SALTED_PASSWORDS_MAX:
+            _salted_passwords.clear()
+        _salted_passwords[key] = salted
+    return salted
 
 
 def choose_sasl_mechanism(offered: Iterable[str]) -> str:
@@ -197,7 +216,7 @@ class ScramClient:
         if not salt or not 0 < iterations <= MAX_SCRAM_ITERATIONS:
             raise self._fail("scram_protocol_error", f"unacceptable iteration count {iterations}")
 
-        salted = hashlib.pbkdf2_hmac("sha256", self._password, salt, iterations)
+        salted = salted_password(self._password, salt, iterations)
         client_key = _hmac(salted, b"Client Key")
         stored_key = hashlib.sha256(client_key).digest()
         without_proof = b"c=" + base64.b64encode(_GS2_HEADER) + b",r=" + nonce.encode()

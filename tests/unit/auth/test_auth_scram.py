@@ -4,6 +4,7 @@ and the MD5 password message."""
 from __future__ import annotations
 
 import base64
+import hashlib
 
 import pytest
 
@@ -13,6 +14,7 @@ from pgwarden.proxy.auth import (
     UpstreamAuthError,
     choose_sasl_mechanism,
     md5_password_payload,
+    scram,
 )
 from pgwarden.proxy.auth.scram import ScramState, saslprep
 
@@ -206,3 +208,32 @@ def test_md5_password_message() -> None:
 def test_md5_salt_must_be_four_bytes() -> None:
     with pytest.raises(UpstreamAuthError, match="4 bytes"):
         md5_password_payload("u", "p", b"\x01\x02\x03")
+
+
+def test_a_roles_salted_password_is_derived_once(monkeypatch: pytest.MonkeyPatch) -> None:
+    """PBKDF2 runs once per (password, salt, iterations), not on every connection; the
+    proof stays RFC 7677's."""
+    monkeypatch.setattr(scram, "_salted_passwords", {})
+    calls = []
+    pbkdf2 = hashlib.pbkdf2_hmac
+
+    def counted(name: str, password: bytes, salt: bytes, iterations: int) -> bytes:
+        calls.append(salt)
+        return pbkdf2(name, password, salt, iterations)
+
+    monkeypatch.setattr(hashlib, "pbkdf2_hmac", counted)
+    for _ in range(3):
+        client = started()
+        assert client.handle_continue(SERVER_FIRST) == CLIENT_FINAL
+        client.handle_final(SERVER_FINAL)
+    assert len(calls) == 1
+    other_salt = SERVER_FIRST.replace(b"s=W22ZaJ0SNY7soEsUEjb6gQ==", b"s=AAAAAAAAAAAAAAAAAAAAAA==")
+    assert started().handle_continue(other_salt) != CLIENT_FINAL
+    assert len(calls) == 2
+
+
+def test_the_salted_passwords_are_bounded(monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.setattr(scram, "_salted_passwords", {})
+    for i in range(scram.SALTED_PASSWORDS_MAX * 2):
+        scram.salted_password(b"p", i.to_bytes(4, "big"), 1)
+    assert 0 < len(scram._salted_passwords) <= scram.SALTED_PASSWORDS_MAX
