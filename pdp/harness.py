@@ -189,6 +189,14 @@ decision := {
 	"cache_ttl_s": 60,
 } if input.statement.command == "LISTEN"
 
+# Reads nothing of the connection itself: every session of the identity may reuse it.
+decision := {
+	"action": "allow",
+	"reasons": ["transactions are allowed"],
+	"cache_ttl_s": 60,
+	"cache_scope": "identity",
+} if input.statement.command == "BEGIN"
+
 # Not contract v1: an unknown action.
 decision := {"action": "permit"} if input.statement.command == "INSERT"
 

@@ -17,8 +17,12 @@ from pgwarden.v1 import decision_pb2 as pb
 
 MASK_FUNCTIONS = frozenset({"partial_email", "last4", "hash", "redact", "null"})
 DECISION_KEYS = frozenset(
-    {"action", "reasons", "mask", "row_limit", "cache_ttl_s", "dry_run", "detect"}
+    {"action", "reasons", "mask", "row_limit", "cache_ttl_s", "dry_run", "detect", "cache_scope"}
 )
+# "identity": the policy declares that the decision read neither input.session.id nor
+# input.session.client_addr, so every session of that identity (with the same other
+# session facts) may reuse it; "session" (the default): only the session that asked.
+CACHE_SCOPES = {"session": pb.CACHE_SCOPE_SESSION, "identity": pb.CACHE_SCOPE_IDENTITY}
 DETECTORS = frozenset({"email", "card_number", "ssn"})
 SESSION_KEYS = frozenset({"allowed", "upstream_role", "reasons"})
 # A policy may ask for long caching; the PDP caps it so a stale allow cannot live for days.
@@ -48,6 +52,7 @@ class PolicyDecision:
     dry_run: bool = False
     code: str = ""
     detect: tuple[str, ...] = ()
+    cache_scope: str = "session"
 
     @classmethod
     def refusal(cls, code: DecisionCode, reason: str) -> PolicyDecision:
@@ -113,8 +118,18 @@ def parse_decision(result: Any) -> PolicyDecision:
     for name in detect:
         if name not in DETECTORS:
             raise InvalidDecision(f"detect: unknown detector {name!r}")
+    cache_scope = result.get("cache_scope", "session")
+    if not isinstance(cache_scope, str) or cache_scope not in CACHE_SCOPES:
+        raise InvalidDecision(f"cache_scope must be one of {sorted(CACHE_SCOPES)}")
     return PolicyDecision(
-        action, reasons, mask, row_limit, cache_ttl_s, dry_run, detect=tuple(sorted(set(detect)))
+        action,
+        reasons,
+        mask,
+        row_limit,
+        cache_ttl_s,
+        dry_run,
+        detect=tuple(sorted(set(detect))),
+        cache_scope=cache_scope,
     )
 
 
@@ -173,6 +188,7 @@ def with_dry_run(decision: PolicyDecision) -> PolicyDecision:
         decision.cache_ttl_s,
         True,
         detect=decision.detect,
+        cache_scope=decision.cache_scope,
     )
 
 
@@ -187,6 +203,7 @@ def decision_message(decision: PolicyDecision, decision_id: str, revision: str) 
         revision=revision,
         code=decision.code,
         detect=decision.detect,
+        cache_scope=CACHE_SCOPES[decision.cache_scope],
     )
     if decision.row_limit is not None:
         message.row_limit = decision.row_limit

@@ -75,6 +75,12 @@ class Identity:
         }
 
 
+# The session facts that name the connection itself rather than what it is: a decision
+# whose cache_scope is "identity" read neither, so the sessions that differ only in them
+# share it (see PdpClient and docs/pdp.md "Decision cache").
+CONNECTION_FACTS = frozenset({"id", "client_addr"})
+
+
 @dataclass(frozen=True, slots=True)
 class SessionFacts:
     """``input.session``; ``in_transaction`` changes per statement and is passed apart."""
@@ -128,6 +134,9 @@ class Decision:
     code: str = ""
     # Content detectors for text outputs that no mask covers ("email", "card_number", "ssn").
     detect: tuple[str, ...] = ()
+    # Which sessions may reuse it from the cache: "session" (the one that asked) or
+    # "identity" (every session of the identity with the same other session facts).
+    cache_scope: str = "session"
 
     @property
     def permits(self) -> bool:

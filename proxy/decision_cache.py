@@ -6,7 +6,10 @@ Key: ``(session_key, statement_digest)`` — the digest of the identity and sess
 sent, less ``context``, which the PDP adds and which policies that read it answer with a
 ``cache_ttl_s`` of 0 or a few seconds. The revision is the third part of the key,
 enforced by construction: every entry belongs to :attr:`DecisionCache.revision`, and a
-new revision empties the cache.
+new revision empties the cache. A decision whose ``cache_scope`` is "identity" is kept
+under a *shared* key instead: the same digest without the connection's own session facts
+(``CONNECTION_FACTS``), so that every session of the identity finds it (the PDP client
+looks up the session key first, then the shared one).
 
 A hit is two dict operations and a clock read; nothing is serialized. An index by
 session key lets a session that ended take its entries with it (:meth:`forget`): they

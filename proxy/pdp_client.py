@@ -42,6 +42,7 @@ from google.protobuf.struct_pb2 import Struct
 
 from pgwarden.pdp.metrics import Counter, Gauge, Histogram, render
 from pgwarden.proxy.decision import (
+    CONNECTION_FACTS,
     Action,
     Decision,
     DecisionCode,
@@ -360,13 +361,16 @@ class PdpClient:
         except (TypeError, ValueError) as exc:  # claims that are not JSON values
             return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
         session_key: bytes = memo[3] if in_transaction else memo[2]
+        shared_key: bytes = memo[8] if in_transaction else memo[7]
         cache = self.cache
         if len(statements) == 1:  # the hot path
-            hit = cache.get(session_key, statements[0].digest)
+            digest = statements[0].digest
+            hit = cache.get(session_key, digest) or cache.get(shared_key, digest)
             return None if hit is None else [hit]
         found = []
         for statement in statements:
-            decision = cache.peek(session_key, statement.digest)
+            digest = statement.digest
+            decision = cache.peek(session_key, digest) or cache.peek(shared_key, digest)
             if decision is None:
                 return None
             found.append(decision)
@@ -386,13 +390,17 @@ class PdpClient:
         except (TypeError, ValueError) as exc:  # claims that are not JSON values
             return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
         session_key: bytes = memo[3] if in_transaction else memo[2]
+        shared_key: bytes = memo[8] if in_transaction else memo[7]
         cache = self.cache
         if len(statements) == 1:  # the hot path: one statement, usually cached
-            hit = cache.get(session_key, statements[0].digest)
+            digest = statements[0].digest
+            hit = cache.get(session_key, digest) or cache.get(shared_key, digest)
             if hit is not None:
                 return [hit]
             return await self._decide_remote(memo, session_key, statements, in_transaction)
-        hits = [cache.get(session_key, s.digest) for s in statements]
+        hits = [
+            cache.get(session_key, s.digest) or cache.get(shared_key, s.digest) for s in statements
+        ]
         missing = [s for s, h in zip(statements, hits, strict=True) if h is None]
         if not missing:
             return [h for h in hits if h is not None]
@@ -439,9 +447,19 @@ class PdpClient:
     def _session_memo(self, identity: Identity, session: SessionFacts) -> tuple[Any, ...]:
         """Digests and messages of the identity and session, computed once per session."""
         identity_doc = identity.document()
-        keys = [
-            digest_of({"identity": identity_doc, "session": session.document(in_transaction=t)})
-            for t in (False, True)
+        documents = [session.document(in_transaction=t) for t in (False, True)]
+        keys = [digest_of({"identity": identity_doc, "session": d}) for d in documents]
+        # For decisions of cache_scope "identity": the same without the connection's own
+        # facts, in a key space of its own.
+        shared_keys = [
+            digest_of(
+                {
+                    "cache_scope": "identity",
+                    "identity": identity_doc,
+                    "session": {k: v for k, v in d.items() if k not in CONNECTION_FACTS},
+                }
+            )
+            for d in documents
         ]
         claims = Struct()
         claims.update(dict(identity.claims))
@@ -465,7 +483,17 @@ class PdpClient:
             )
             for t in (False, True)
         ]
-        memo = (session, identity, keys[0], keys[1], pb_identity, sessions[0], sessions[1])
+        memo = (
+            session,
+            identity,
+            keys[0],
+            keys[1],
+            pb_identity,
+            sessions[0],
+            sessions[1],
+            shared_keys[0],
+            shared_keys[1],
+        )
         if len(self._sessions) >= SESSION_KEYS_MAX:
             del self._sessions[next(iter(self._sessions))]
         self._sessions[id(session)] = memo
@@ -510,8 +538,10 @@ class PdpClient:
         if response.decisions:
             self._see_revision(response.decisions[0].revision)
         cache = self.cache
+        shared_key: bytes = memo[8] if in_transaction else memo[7]
         for statement, decision in zip(statements, decisions, strict=True):
-            cache.put(session_key, statement.digest, decision)
+            key = shared_key if decision.cache_scope == "identity" else session_key
+            cache.put(key, statement.digest, decision)
             self.metrics.decisions.inc("pdp", decision.code)
         return decisions
 
@@ -745,6 +775,7 @@ def _decision_of(message: pb.Decision) -> Decision:
         revision=message.revision,
         code=message.code,
         detect=tuple(message.detect),
+        cache_scope="identity" if message.cache_scope == pb.CACHE_SCOPE_IDENTITY else "session",
     )
 
 

@@ -66,6 +66,34 @@ ACTION_DENY: Action.ValueType  # 2
 ACTION_REQUIRE_APPROVAL: Action.ValueType  # 3
 Global___Action: _TypeAlias = Action  # noqa: Y015
 
+class _CacheScope:
+    ValueType = _typing.NewType("ValueType", _builtins.int)
+    V: _TypeAlias = ValueType  # noqa: Y015
+
+class _CacheScopeEnumTypeWrapper(_enum_type_wrapper._EnumTypeWrapper[_CacheScope.ValueType], _builtins.type):
+    DESCRIPTOR: _descriptor.EnumDescriptor
+    CACHE_SCOPE_UNSPECIFIED: _CacheScope.ValueType  # 0
+    """As CACHE_SCOPE_SESSION (what a policy that says nothing gets)."""
+    CACHE_SCOPE_SESSION: _CacheScope.ValueType  # 1
+    """Only the session that asked: its whole input document is in the cache key."""
+    CACHE_SCOPE_IDENTITY: _CacheScope.ValueType  # 2
+    """Every session with the same identity and the same session facts other than the
+    connection's own ("id", "client_addr"): the policy declares it read neither.
+    """
+
+class CacheScope(_CacheScope, metaclass=_CacheScopeEnumTypeWrapper):
+    """CacheScope says which sessions of a proxy may reuse a cached decision."""
+
+CACHE_SCOPE_UNSPECIFIED: CacheScope.ValueType  # 0
+"""As CACHE_SCOPE_SESSION (what a policy that says nothing gets)."""
+CACHE_SCOPE_SESSION: CacheScope.ValueType  # 1
+"""Only the session that asked: its whole input document is in the cache key."""
+CACHE_SCOPE_IDENTITY: CacheScope.ValueType  # 2
+"""Every session with the same identity and the same session facts other than the
+connection's own ("id", "client_addr"): the policy declares it read neither.
+"""
+Global___CacheScope: _TypeAlias = CacheScope  # noqa: Y015
+
 class _AuditKind:
     ValueType = _typing.NewType("ValueType", _builtins.int)
     V: _TypeAlias = ValueType  # noqa: Y015
@@ -599,6 +627,7 @@ class Decision(_message.Message):
     REVISION_FIELD_NUMBER: _builtins.int
     CODE_FIELD_NUMBER: _builtins.int
     DETECT_FIELD_NUMBER: _builtins.int
+    CACHE_SCOPE_FIELD_NUMBER: _builtins.int
     action: Global___Action.ValueType
     row_limit: _builtins.int
     cache_ttl_s: _builtins.int
@@ -609,6 +638,7 @@ class Decision(_message.Message):
     """Empty for a decision of the policy; otherwise why the PDP refused on its own,
     e.g. "invalid_decision" or "opa_unavailable".
     """
+    cache_scope: Global___CacheScope.ValueType
     @_builtins.property
     def reasons(self) -> _containers.RepeatedScalarFieldContainer[_builtins.str]: ...
     @_builtins.property
@@ -634,10 +664,11 @@ class Decision(_message.Message):
         revision: _builtins.str = ...,
         code: _builtins.str = ...,
         detect: _abc.Iterable[_builtins.str] | None = ...,
+        cache_scope: Global___CacheScope.ValueType = ...,
     ) -> None: ...
     _HasFieldArgType: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit", "row_limit", b"row_limit"]  # noqa: Y015
     def HasField(self, field_name: _HasFieldArgType) -> _builtins.bool: ...
-    _ClearFieldArgType: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit", "action", b"action", "cache_ttl_s", b"cache_ttl_s", "code", b"code", "decision_id", b"decision_id", "detect", b"detect", "dry_run", b"dry_run", "mask", b"mask", "reasons", b"reasons", "revision", b"revision", "row_limit", b"row_limit"]  # noqa: Y015
+    _ClearFieldArgType: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit", "action", b"action", "cache_scope", b"cache_scope", "cache_ttl_s", b"cache_ttl_s", "code", b"code", "decision_id", b"decision_id", "detect", b"detect", "dry_run", b"dry_run", "mask", b"mask", "reasons", b"reasons", "revision", b"revision", "row_limit", b"row_limit"]  # noqa: Y015
     def ClearField(self, field_name: _ClearFieldArgType) -> None: ...
     _WhichOneofReturnType__row_limit: _TypeAlias = _typing.Literal["row_limit"]  # noqa: Y015
     _WhichOneofArgType__row_limit: _TypeAlias = _typing.Literal["_row_limit", b"_row_limit"]  # noqa: Y015

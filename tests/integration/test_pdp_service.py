@@ -234,6 +234,37 @@ async def test_repeated_statement_is_answered_from_cache(
     assert len(wait_for_records(pdp, str(s.facts["fingerprint"]), 2)) == 2
 
 
+async def test_an_identity_scoped_decision_serves_every_session_of_the_identity(
+    pdp: PdpProcess, client: PdpClient
+) -> None:
+    """cache_scope "identity": another connection of the same identity (other session id,
+    other client address) is answered from the cache; anything else in the input still
+    makes its own key, and session-scoped decisions stay with their session."""
+    begin, select = statement("BEGIN"), statement("SELECT")
+    first = session()
+    [decision] = await client.decide(REPORTING, first, [begin], in_transaction=False)
+    assert (decision.action, decision.cache_scope) == (Action.ALLOW, "identity")
+    await client.decide(REPORTING, first, [select], in_transaction=False)
+    calls = client.pdp_calls
+    second = SessionFacts(uuid.uuid4().hex, "edge-1", "10.9.9.9", "shop", "psql", True, "")
+    assert client.decide_now(REPORTING, second, [begin], in_transaction=False) == [decision]
+    client.forget_session(first)  # the first connection ends: the shared entry stays
+    assert await client.decide(REPORTING, second, [begin], in_transaction=False) == [decision]
+    assert client.pdp_calls == calls
+    assert client.decide_now(REPORTING, second, [select], in_transaction=False) is None
+    other_database = SessionFacts(uuid.uuid4().hex, "edge-1", "10.0.0.7", "crm", "psql", True, "")
+    other_group = Identity("agent:reporting", "https://idp.example", ("etl",), "jwt", {})
+    for identity, facts, in_transaction in (
+        (REPORTING, other_database, False),
+        (other_group, second, False),
+        (REPORTING, second, True),
+    ):
+        assert client.decide_now(identity, facts, [begin], in_transaction=in_transaction) is None
+        await client.decide(identity, facts, [begin], in_transaction=in_transaction)
+    assert client.pdp_calls == calls + 3
+    wait_for_records(pdp, str(begin.facts["fingerprint"]), 4)
+
+
 async def test_ttl_zero_decision_is_asked_every_time(pdp: PdpProcess, client: PdpClient) -> None:
     s = statement("UPDATE")
     facts = session()

@@ -82,6 +82,8 @@ def test_every_contract_action_is_accepted(action: str) -> None:
         ({"action": "allow", "ttl": 5}, "unknown key 'ttl'"),
         ({"action": "allow", "detect": "email"}, "detect must be a list of strings"),
         ({"action": "allow", "detect": ["iban"]}, "unknown detector 'iban'"),
+        ({"action": "allow", "cache_scope": "global"}, "cache_scope must be one of"),
+        ({"action": "allow", "cache_scope": ["identity"]}, "cache_scope must be one of"),
     ],
 )
 def test_deny_invalid_results(result: Any, problem: str) -> None:
@@ -168,3 +170,15 @@ def test_allow_detectors_are_carried_to_the_proxy() -> None:
     assert decision.detect == ("email", "ssn")
     message = decision_message(decision, "d1", "r1")
     assert list(message.detect) == ["email", "ssn"]
+
+
+def test_allow_cache_scope_is_carried_to_the_proxy() -> None:
+    """Absent means "session"; "identity" is what lets other sessions reuse a decision."""
+    assert parse_decision({"action": "allow"}).cache_scope == "session"
+    assert decision_message(parse_decision({"action": "allow"}), "d", "r").cache_scope == (
+        pb.CACHE_SCOPE_SESSION
+    )
+    shared = parse_decision({"action": "deny", "cache_scope": "identity"})
+    assert shared.cache_scope == "identity"
+    assert decision_message(shared, "d", "r").cache_scope == pb.CACHE_SCOPE_IDENTITY
+    assert with_dry_run(shared).cache_scope == "identity"
