@@ -22,7 +22,11 @@ import data.pgwarden.privilege
 # title: decision
 # description: |
 #   The decision for input (contract v1), always a complete object: action, reasons,
-#   mask, row_limit, cache_ttl_s, dry_run. An input without a statement is denied.
+#   mask, row_limit, cache_ttl_s, dry_run, cache_scope. An input without a statement is
+#   denied. cache_scope comes from data.data.settings: "identity" lets every session of
+#   the identity reuse a cached decision, which holds only while no rule reads
+#   input.session.id or input.session.client_addr (the connection's own facts; a test in
+#   tests/gates checks the shipped rules); "session" when yours do.
 # entrypoint: true
 # scope: document
 default decision := {
@@ -41,6 +45,7 @@ decision := {
 	"row_limit": row_limit,
 	"cache_ttl_s": cache_ttl_s,
 	"dry_run": data.data.settings.dry_run == true,
+	"cache_scope": object.get(data.data.settings, "cache_scope", "session"),
 } if {
 	is_object(input.statement)
 }

@@ -103,7 +103,18 @@ test_allow_reasons_of_every_contributing_rule_are_kept if {
 
 test_allow_nothing_contributes if {
 	decision := data.pgwarden.decision with input as quiet
-	decision == {"action": "allow", "reasons": [], "mask": {}, "row_limit": null, "cache_ttl_s": 60, "dry_run": false}
+	decision == {
+		"action": "allow", "reasons": [], "mask": {}, "row_limit": null,
+		"cache_ttl_s": 60, "dry_run": false, "cache_scope": "identity",
+	}
+}
+
+test_allow_cache_scope_from_settings if {
+	decision := data.pgwarden.decision with input as quiet with data.data.settings.cache_scope as "session"
+	decision.cache_scope == "session"
+	settings := object.remove(data.data.settings, {"cache_scope"})
+	without := data.pgwarden.decision with input as quiet with data.data.settings as settings
+	without.cache_scope == "session"
 }
 
 test_allow_dry_run_from_settings if {
@@ -125,7 +136,7 @@ test_deny_unknown_identity if {
 	decision == {
 		"action": "deny",
 		"reasons": [`identity: "agent:nobody" matches no profile`],
-		"mask": {}, "row_limit": null, "cache_ttl_s": 60, "dry_run": false,
+		"mask": {}, "row_limit": null, "cache_ttl_s": 60, "dry_run": false, "cache_scope": "identity",
 	}
 }
 
@@ -144,6 +155,6 @@ test_allow_reporting_reads_masked_email if {
 			"masking: public.customers.email is returned masked with partial_email",
 		],
 		"mask": {"public.customers.email": "partial_email"},
-		"row_limit": 1000, "cache_ttl_s": 60, "dry_run": false,
+		"row_limit": 1000, "cache_ttl_s": 60, "dry_run": false, "cache_scope": "identity",
 	}
 }

@@ -72,6 +72,23 @@ def test_repeated_statement_is_answered_from_the_cache(stack: local.Stack) -> No
     assert len(decision_lines(stack)) == fingerprint_lines
 
 
+def test_a_new_connection_of_the_identity_reuses_the_decisions(stack: local.Stack) -> None:
+    """The pack's decisions have cache_scope "identity": a second psycopg connection
+    (another session id and client port) runs BEGIN, the SELECT and COMMIT without
+    asking the PDP; the first connection asked for the SELECT."""
+    alias = f"c_{os.urandom(4).hex()}"  # an output name no other test uses
+    sql = f"SELECT id AS {alias} FROM orders WHERE customer_id = %s LIMIT 5"
+    with psycopg.connect(dsn(stack, "agent:reporting")) as conn:
+        conn.execute(sql, (17,)).fetchall()
+    asked = decision_lines(stack)
+    with psycopg.connect(dsn(stack, "agent:reporting")) as conn:
+        conn.execute(sql, (18,)).fetchall()
+    assert decision_lines(stack) == asked
+    with psycopg.connect(dsn(stack, "agent:etl")) as conn:  # another identity asks again
+        conn.execute(sql, (19,)).fetchall()
+    assert len(decision_lines(stack)) > len(asked)
+
+
 def test_kill_the_pdp_then_bring_it_back(stack: local.Stack) -> None:
     before = stack.cluster.psql("SELECT count(*) FROM orders", dbname="shop")
     with psycopg.connect(dsn(stack, "agent:etl"), autocommit=True) as conn:

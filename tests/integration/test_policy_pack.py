@@ -29,7 +29,7 @@ IDENTITIES: dict[str, dict[str, Any]] = {
     "agent:etl": {"groups": ["etl"], "auth_method": "jwt"},
     "human:dba": {"groups": ["dba"], "auth_method": "mtls"},
 }
-DECISION_KEYS = {"action", "reasons", "mask", "row_limit", "cache_ttl_s", "dry_run"}
+DECISION_KEYS = {"action", "reasons", "mask", "row_limit", "cache_ttl_s", "dry_run", "cache_scope"}
 
 
 def identity(subject: str, groups: list[str], auth_method: str = "jwt") -> dict[str, Any]:
@@ -93,7 +93,7 @@ def test_table_has_at_least_80_statements_for_each_identity() -> None:
     for subject in IDENTITIES:
         expected = [case["expect"][subject] for case in CASES]
         assert len(expected) >= 80, f"{subject}: {len(expected)} cases"
-        assert all(set(e) == DECISION_KEYS - {"dry_run"} for e in expected)
+        assert all(set(e) == DECISION_KEYS - {"dry_run", "cache_scope"} for e in expected)
         actions = {e["action"] for e in expected}
         # The agents are denied, the DBA is asked for approval; all are allowed some.
         refusal = "require_approval" if subject == "human:dba" else "deny"
@@ -109,6 +109,7 @@ def test_reference_decision(policy_opa: OpaServer, case: dict[str, Any], subject
     decision = decide(policy_opa, who, case["statement"])
     assert set(decision) == DECISION_KEYS, decision
     assert decision["dry_run"] is False
+    assert decision["cache_scope"] == "identity"  # no rule reads the connection's facts
     expected = case["expect"][subject]
     actual = {key: decision[key] for key in expected}
     assert actual == expected, (
@@ -131,7 +132,11 @@ def test_identity_matched_by_subject_or_group_alone_gets_the_same_decisions(
     mismatched = [
         case["name"]
         for case in CASES
-        if {k: v for k, v in decide(policy_opa, who, case["statement"]).items() if k != "dry_run"}
+        if {
+            k: v
+            for k, v in decide(policy_opa, who, case["statement"]).items()
+            if k not in {"dry_run", "cache_scope"}
+        }
         != case["expect"][subject]
     ]
     assert not mismatched
