@@ -47,7 +47,7 @@ outcomes contains outcome if {
 	columns := {ref.column |
 		some ref in refs
 		ref.usage in {"output", "derived"}
-		facts.classified_columns[ref.column]
+		facts.referenced_classification[ref.column]
 	}
 	count(columns) > 0
 	reason := sprintf("exfiltration: unbounded read (%s) of classified %s", [why, concat(", ", sort(columns))])
@@ -91,7 +91,7 @@ outcomes contains outcome if {
 outcomes contains outcome if {
 	some ref in facts.references
 	ref.usage in {"filter", "join", "order"}
-	ref.column in masking.protected
+	masking.protected_column(ref.column)
 	reason := sprintf("exfiltration: %s in a %s clause acts as an oracle on a protected column", [ref.column, ref.usage])
 	outcome := facts.controlled(identities.mode.export, reason)
 }

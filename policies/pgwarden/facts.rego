@@ -13,13 +13,18 @@ package pgwarden.facts
 #   a cursor's query), at any depth, so that every topic rule judges them all alike.
 #   A nested statement is an object in a "nested" list; nothing else is a statement.
 # scope: document
-statements contains input.statement if is_object(input.statement)
+default statements := set()
 
-statements contains statement if some statement in nested_1
-
-statements contains statement if some statement in nested_2
-
-statements contains statement if some statement in nested_deeper
+# One complete rule, the common case first: a statement that nests nothing (most do not)
+# is the only statement. As a partial set of four definitions (the statement, nested_1,
+# nested_2, nested_deeper), each of the ~25 topic rules that iterate statements looked up
+# the four: 2,100 -> 1,991 allocations per decision on the bench input.
+statements := {input.statement} if {
+	is_object(input.statement)
+	input.statement.nested == []
+} else := (({input.statement} | nested_1) | nested_2) | nested_deeper if {
+	is_object(input.statement)
+}
 
 # Why levels and not walk(input.statement): walk visits every node of the document
 # (every relation, column and output of every statement) and was the largest cost of a
@@ -92,6 +97,23 @@ classified_columns := {concat(".", [relation, column]): info | # regal ignore:pr
 	some relation, columns in classification
 	some column, info in columns
 	is_object(info) # an entry that is not an object classifies nothing
+}
+
+# METADATA
+# title: referenced_classification
+# description: |
+#   The entries of classified_columns for the columns in references only, by qualified
+#   name: the name is looked up in classification at each of its dots (relation
+#   "public.customers", column "email"), which finds the entry classified_columns[name]
+#   holds. The rules that judge referenced columns read this instead of classified_columns,
+#   which builds a name for every classified column of the database on every query (with
+#   column_masks, 2,260 -> 2,100 allocations per decision on the bench input).
+referenced_classification := {ref.column: info | # regal ignore:prefer-set-or-object-rule
+	some ref in references
+	some i in indexof_n(ref.column, ".")
+	columns := classification[substring(ref.column, 0, i)]
+	info := columns[substring(ref.column, i + 1, -1)]
+	is_object(info)
 }
 
 # The classification of the session's database: relation -> column -> {"class", "type"}.

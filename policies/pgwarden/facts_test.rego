@@ -115,3 +115,23 @@ test_deny_controlled_outcome_when_mode_denies if {
 test_allow_no_controlled_outcome_when_mode_allows if {
 	not facts.controlled("allow", "r")
 }
+
+test_deny_no_statements_without_a_statement if {
+	no_statement := object.remove(fx.input_for(fx.reporting, {}), {"statement"})
+	facts.statements == set() with input as no_statement
+}
+
+# The entry of classified_columns for every referenced column that has one, found at the
+# dot between relation and column; other columns (id) have none.
+test_allow_referenced_classification_of_referenced_columns_only if {
+	read := {
+		"columns": [fx.column("customers", "id", "output"), fx.column("customers", "email", "filter")],
+		"outputs": [fx.output("customers", "id"), fx.output("payments", "card_number")],
+	}
+	found := facts.referenced_classification with input as fx.input_for(fx.reporting, read)
+	columns := facts.classified_columns with input as fx.input_for(fx.reporting, read)
+	found == {
+		"public.customers.email": columns["public.customers.email"],
+		"public.payments.card_number": columns["public.payments.card_number"],
+	}
+}

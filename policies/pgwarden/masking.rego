@@ -44,6 +44,29 @@ protected contains column if {
 protected contains column if some [column, _] in column_masks
 
 # METADATA
+# title: protected_column
+# description: |
+#   A column of facts.references is in protected (denied or masked). For the rules that
+#   judge referenced columns: protected and column_masks go through every classified
+#   column of the database, this only through the referenced ones.
+# scope: document
+protected_column(column) if facts.referenced_classification[column].class in denied_classes
+
+protected_column(column) if count(mask_functions(column)) > 0
+
+# METADATA
+# title: mask_functions
+# description: |
+#   The mask functions of a column of facts.references, as column_masks has them (an empty
+#   set when it has none). Always defined, so OPA caches it per column within a query.
+mask_functions(column) := {function |
+	info := facts.referenced_classification[column]
+	some name in identities.matched
+	masks := identities.profiles[name].masks[info.class]
+	function := object.get(masks, info.type, object.get(masks, "*", "null"))
+}
+
+# METADATA
 # title: outcomes
 # description: |
 #   What classification contributes to the decision. Writing a value into a column of
@@ -53,7 +76,7 @@ protected contains column if some [column, _] in column_masks
 outcomes contains facts.outcome("deny", reason) if {
 	some ref in facts.references
 	ref.usage != "write"
-	class := facts.classified_columns[ref.column].class
+	class := facts.referenced_classification[ref.column].class
 	class in denied_classes
 	reason := sprintf("masking: %s is %s and may not be read by this identity", [ref.column, class])
 }
@@ -67,18 +90,32 @@ outcomes contains {
 } if {
 	some ref in facts.references
 	ref.usage == "output"
-	some [ref.column, function] in column_masks
+	some function in mask_functions(ref.column)
 }
 
 outcomes contains facts.outcome("deny", reason) if {
 	some ref in facts.references
 	ref.usage == "derived"
-	some [ref.column, _] in column_masks
+	count(mask_functions(ref.column)) > 0
 	reason := sprintf("masking: an expression over %s would bypass its mask; select the column itself", [ref.column])
 }
 
 outcomes contains facts.outcome("deny", reason) if {
+	unknown_mask_function
 	some [column, function] in column_masks
 	not data.data.masking.strength[function]
 	reason := sprintf("masking: unknown mask function %q for %s in policies/data", [function, column])
 }
+
+# A matched profile names a mask function that data.data.masking.strength does not know,
+# or "null" (the mask of a type without a function) is unknown: only then can a column
+# get an unknown mask, so the rule above goes through column_masks (every classified
+# column) only then.
+unknown_mask_function if {
+	some name in identities.matched
+	some masks in identities.profiles[name].masks
+	some function in masks
+	not data.data.masking.strength[function]
+}
+
+unknown_mask_function if not data.data.masking.strength["null"]

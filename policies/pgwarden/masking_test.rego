@@ -128,3 +128,15 @@ test_allow_nothing_protected_for_dba if {
 	protected := masking.protected with input as fx.input_for(fx.dba, {})
 	protected == set()
 }
+
+# A class entry without a function for the column's type and without "*" gets "null":
+# unknown as well when data.data.masking.strength does not list it.
+test_deny_unknown_null_mask if {
+	probe := {"probe": {"match": {"subjects": ["agent:probe"]}, "masks": {"pii": {"phone": "last4"}}}}
+	email := {"columns": [fx.column("customers", "email", "output")], "outputs": [fx.output("customers", "email")]}
+	outcomes := masking.outcomes with input as fx.input_for({"subject": "agent:probe"}, email)
+		with data.data.identities.profiles as probe
+		with data.data.masking.strength as {"last4": 1}
+	reason := `masking: unknown mask function "null" for public.customers.email in policies/data`
+	{"effect": "deny", "reason": reason, "cache_ttl_s": 60} in outcomes
+}
