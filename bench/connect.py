@@ -145,18 +145,14 @@ def main() -> None:
         stdout=subprocess.DEVNULL,
     )
     try:
-        load_before = _load()
+        load_before = os.getloadavg()[0]
         result = measure(state, connections=args.connections, rounds=args.rounds)
-        result |= {"load_before": load_before, "load_after": _load()}
+        result |= {"load_before": load_before, "load_after": os.getloadavg()[0]}
     finally:
         subprocess.run([*pgwarden, "down", "--state-dir", str(state)], check=False)
         shutil.rmtree(state, ignore_errors=True)
     print(markdown(result))
     print(json.dumps(result))
-
-
-def _load() -> float:
-    return float(Path("/proc/loadavg").read_text().split()[0])
 
 
 if __name__ == "__main__":

@@ -8,8 +8,9 @@ sent, less ``context``, which the PDP adds and which policies that read it answe
 enforced by construction: every entry belongs to :attr:`DecisionCache.revision`, and a
 new revision empties the cache. A decision whose ``cache_scope`` is "identity" is kept
 under a *shared* key instead: the same digest without the connection's own session facts
-(``CONNECTION_FACTS``), so that every session of the identity finds it (the PDP client
-looks up the session key first, then the shared one).
+(``CONNECTION_FACTS``), so that every session of the identity finds it. The PDP client
+looks up the shared key first (the shipped pack's decisions are all shared: one lookup),
+then the session's.
 
 A hit is two dict operations and a clock read; nothing is serialized. An index by
 session key lets a session that ended take its entries with it (:meth:`forget`): they

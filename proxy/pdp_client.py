@@ -315,7 +315,7 @@ class PdpClient:
         can match."""
         memo = self._sessions.pop(id(session), None)
         if memo is not None and memo[0] is session:
-            self.cache.forget(memo[2:4])
+            self.cache.forget((memo[2][0], memo[3][0]))
 
     # -- DecisionPoint -----------------------------------------------------------------
 
@@ -360,17 +360,16 @@ class PdpClient:
             memo = self._memo(identity, session)
         except (TypeError, ValueError) as exc:  # claims that are not JSON values
             return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
-        session_key: bytes = memo[3] if in_transaction else memo[2]
-        shared_key: bytes = memo[8] if in_transaction else memo[7]
+        session_key, shared_key = memo[3] if in_transaction else memo[2]
         cache = self.cache
         if len(statements) == 1:  # the hot path
             digest = statements[0].digest
-            hit = cache.get(session_key, digest) or cache.get(shared_key, digest)
+            hit = cache.get(shared_key, digest) or cache.get(session_key, digest)
             return None if hit is None else [hit]
         found = []
         for statement in statements:
             digest = statement.digest
-            decision = cache.peek(session_key, digest) or cache.peek(shared_key, digest)
+            decision = cache.peek(shared_key, digest) or cache.peek(session_key, digest)
             if decision is None:
                 return None
             found.append(decision)
@@ -389,22 +388,22 @@ class PdpClient:
             memo = self._memo(identity, session)
         except (TypeError, ValueError) as exc:  # claims that are not JSON values
             return self._refuse(DecisionCode.ANALYSIS_FAILED, len(statements), str(exc))
-        session_key: bytes = memo[3] if in_transaction else memo[2]
-        shared_key: bytes = memo[8] if in_transaction else memo[7]
+        keys: tuple[bytes, bytes] = memo[3] if in_transaction else memo[2]
+        session_key, shared_key = keys
         cache = self.cache
         if len(statements) == 1:  # the hot path: one statement, usually cached
             digest = statements[0].digest
-            hit = cache.get(session_key, digest) or cache.get(shared_key, digest)
+            hit = cache.get(shared_key, digest) or cache.get(session_key, digest)
             if hit is not None:
                 return [hit]
-            return await self._decide_remote(memo, session_key, statements, in_transaction)
+            return await self._decide_remote(memo, keys, statements, in_transaction)
         hits = [
-            cache.get(session_key, s.digest) or cache.get(shared_key, s.digest) for s in statements
+            cache.get(shared_key, s.digest) or cache.get(session_key, s.digest) for s in statements
         ]
         missing = [s for s, h in zip(statements, hits, strict=True) if h is None]
         if not missing:
             return [h for h in hits if h is not None]
-        fresh = iter(await self._decide_remote(memo, session_key, missing, in_transaction))
+        fresh = iter(await self._decide_remote(memo, keys, missing, in_transaction))
         return [h if h is not None else next(fresh) for h in hits]
 
     async def report_executions(
@@ -445,22 +444,23 @@ class PdpClient:
     # -- internals ---------------------------------------------------------------------
 
     def _session_memo(self, identity: Identity, session: SessionFacts) -> tuple[Any, ...]:
-        """Digests and messages of the identity and session, computed once per session."""
+        """Digests and messages of the identity and session, computed once per session.
+        The cache keys, per value of ``in_transaction``: (the session's, the one shared by
+        the identity's sessions for decisions of cache_scope "identity": the same digest
+        without the connection's own facts, in a key space of its own)."""
         identity_doc = identity.document()
-        documents = [session.document(in_transaction=t) for t in (False, True)]
-        keys = [digest_of({"identity": identity_doc, "session": d}) for d in documents]
-        # For decisions of cache_scope "identity": the same without the connection's own
-        # facts, in a key space of its own.
-        shared_keys = [
-            digest_of(
-                {
-                    "cache_scope": "identity",
-                    "identity": identity_doc,
-                    "session": {k: v for k, v in d.items() if k not in CONNECTION_FACTS},
-                }
+        keys = []
+        for t in (False, True):
+            document = session.document(in_transaction=t)
+            shared = {k: v for k, v in document.items() if k not in CONNECTION_FACTS}
+            keys.append(
+                (
+                    digest_of({"identity": identity_doc, "session": document}),
+                    digest_of(
+                        {"cache_scope": "identity", "identity": identity_doc, "session": shared}
+                    ),
+                )
             )
-            for d in documents
-        ]
         claims = Struct()
         claims.update(dict(identity.claims))
         pb_identity = pb.Identity(
@@ -483,17 +483,7 @@ class PdpClient:
             )
             for t in (False, True)
         ]
-        memo = (
-            session,
-            identity,
-            keys[0],
-            keys[1],
-            pb_identity,
-            sessions[0],
-            sessions[1],
-            shared_keys[0],
-            shared_keys[1],
-        )
+        memo = (session, identity, keys[0], keys[1], pb_identity, sessions[0], sessions[1])
         if len(self._sessions) >= SESSION_KEYS_MAX:
             del self._sessions[next(iter(self._sessions))]
         self._sessions[id(session)] = memo
@@ -511,10 +501,12 @@ class PdpClient:
     async def _decide_remote(
         self,
         memo: tuple[Any, ...],
-        session_key: bytes,
+        keys: tuple[bytes, bytes],
         statements: Sequence[Statement],
         in_transaction: bool,
     ) -> list[Decision]:
+        """Ask the PDP; keep each decision under the key its cache_scope allows: the
+        session's (``keys[0]``) or the one shared by the identity's sessions."""
         try:
             request = pb.DecideRequest(
                 identity=memo[4],
@@ -538,7 +530,7 @@ class PdpClient:
         if response.decisions:
             self._see_revision(response.decisions[0].revision)
         cache = self.cache
-        shared_key: bytes = memo[8] if in_transaction else memo[7]
+        session_key, shared_key = keys
         for statement, decision in zip(statements, decisions, strict=True):
             key = shared_key if decision.cache_scope == "identity" else session_key
             cache.put(key, statement.digest, decision)
