@@ -33,22 +33,11 @@ column_masks contains [column, function] if {
 }
 
 # METADATA
-# title: protected
-# description: Classified columns the identity may not read in clear (denied or masked).
-# scope: document
-protected contains column if {
-	some column, info in facts.classified_columns
-	info.class in denied_classes
-}
-
-protected contains column if some [column, _] in column_masks
-
-# METADATA
 # title: protected_column
 # description: |
-#   A column of facts.references is in protected (denied or masked). For the rules that
-#   judge referenced columns: protected and column_masks go through every classified
-#   column of the database, this only through the referenced ones.
+#   A column of facts.references that the identity may not read in clear: its class is
+#   denied or masked. For the rules that judge referenced columns: column_masks goes
+#   through every classified column of the database, this only through the referenced ones.
 # scope: document
 protected_column(column) if facts.referenced_classification[column].class in denied_classes
 
