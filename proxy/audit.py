@@ -38,13 +38,13 @@ from pathlib import Path
 from typing import Any
 
 from pgwarden.config import Section
+from pgwarden.pdp.audit.record_ids import new_record_id
 from pgwarden.proxy.decision import (
     Action,
     Decision,
     Identity,
     SessionFacts,
     SessionGrant,
-    new_decision_id,
 )
 from pgwarden.v1 import decision_pb2 as pb
 
@@ -455,7 +455,7 @@ class AuditReporter:
         """Fill ``record`` (already in its batch: no copy) from a queued event; returns
         an estimate of its size in bytes."""
         kind = event[0]
-        record.record_id = new_decision_id()  # unique per process and call, no syscall
+        record.record_id = new_record_id()  # consecutive: stores keep them as ranges
         if kind == _AUTH:
             _, now_ns, peer, port, code, sqlstate, context, session_id, database = event
             record.kind = pb.AUDIT_KIND_AUTH_REFUSED

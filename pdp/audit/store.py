@@ -21,6 +21,7 @@ from typing import Any, Protocol
 
 from pgwarden.pdp.audit.chain import ChainHead
 from pgwarden.pdp.audit.config import AuditStoreConfig
+from pgwarden.pdp.audit.record_ids import RecordIdIndex, RecordKey
 from pgwarden.pdp.log import log_event
 
 
@@ -70,7 +71,7 @@ class JsonlStore:
         self.fsync = config.fsync
         self.fsync_interval_s = config.fsync_interval_s
         self.head = ChainHead()
-        self.record_ids: set[str] = set()
+        self.record_ids = RecordIdIndex()
         self._fd = -1
         self._size = 0
         self._dirty = False
@@ -110,6 +111,7 @@ class JsonlStore:
             store="jsonl",
             path=str(self.path),
             records=len(self.record_ids),
+            record_id_runs=self.record_ids.runs(),
             replica_id=self.replica_id,
             head_seq=self.head.seq,
         )
@@ -131,16 +133,17 @@ class JsonlStore:
         if self._fd < 0:
             raise AuditStoreError("the audit file is not open")
         head = ChainHead(self.head.seq, self.head.hash)
-        fresh: set[str] = set()
+        index = self.record_ids
+        fresh: dict[RecordKey, None] = {}  # in order: the index keeps runs of consecutive ids
         flags: list[bool] = []
         lines: list[bytes] = []
         stored_at = _now_us()
         for document in documents:
-            record_id = document["record_id"]
-            if record_id in self.record_ids or record_id in fresh:
+            key = index.key(document["record_id"])
+            if key in fresh or index.holds(key):
                 flags.append(False)
                 continue
-            fresh.add(record_id)
+            fresh[key] = None
             document["stored_at_us"] = stored_at
             lines.append(head.link_canonical(document, self.replica_id) + b"\n")
             flags.append(True)
@@ -150,7 +153,8 @@ class JsonlStore:
             except OSError as exc:
                 raise AuditStoreError(f"{self.path}: {exc}") from exc
             self.head = head
-            self.record_ids |= fresh
+            for key in fresh:
+                index.add_key(key)
         return flags
 
     def _write(self, lines: list[bytes]) -> None:

@@ -1000,6 +1000,9 @@ class AuditRecord(_message.Message):
     AUTH_FIELD_NUMBER: _builtins.int
     CLIENT_PORT_FIELD_NUMBER: _builtins.int
     record_id: _builtins.str
+    """Unique. The proxy mints `<16 hex digits of its process>-<16 hex digits of a counter>`,
+    one more per record: a store keeps such ids as runs of counters, not one by one.
+    """
     kind: Global___AuditKind.ValueType
     time_unix_us: _builtins.int
     """When it happened, in microseconds since the Unix epoch (the proxy's clock)."""

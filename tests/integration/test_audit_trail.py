@@ -22,6 +22,7 @@ import psycopg
 import pytest
 
 from pgwarden.pdp.audit.chain import Verification, verify
+from pgwarden.pdp.audit.record_ids import new_record_id
 from pgwarden.pdp.audit.store import read_jsonl_lines
 from pgwarden.pdp.harness import PdpProcess
 from pgwarden.proxy.audit import AuditConfig, AuditReporter
@@ -437,6 +438,10 @@ async def test_kill_9_of_the_pdp_mid_load_keeps_every_statement_exactly_once(
         metrics = await asyncio.to_thread(pdp_metrics, pdp)
     finally:
         pdp.stop()
+    if audit_store.kind == "jsonl":  # what the restarted PDP keeps of the ids it read back
+        reopened = pdp.log_records("audit_store_opened")[-1]
+        assert reopened["records"] >= 100  # at least what was acknowledged before the kill
+        assert reopened["record_id_runs"] == 1
     assert 0 < killed_at < hold_at
     stored = audit_store.records()
     statements = [r for r in stored if r["kind"] == "statement"]
@@ -460,7 +465,7 @@ async def test_replay_after_a_lost_acknowledgement_stores_nothing_twice(tmp_path
     pdp = audited_pdp(tmp_path, {"path": str(audit_file), "replica_id": "pdp-r"})
     records = [
         pb.AuditRecord(
-            record_id=uuid.uuid4().hex,
+            record_id=new_record_id(),  # as the proxy mints them
             kind=pb.AUDIT_KIND_SESSION_OPEN,
             time_unix_us=time.time_ns() // 1000,
             session_id="s-replay",
@@ -487,6 +492,9 @@ async def test_replay_after_a_lost_acknowledgement_stores_nothing_twice(tmp_path
                 await asyncio.sleep(0.02)  # poll interval while the channel reconnects
             assert accepted[0] == 50
             metrics = await asyncio.to_thread(pdp_metrics, pdp)
+        reopened = pdp.log_records("audit_store_opened")[-1]
+    # The restarted PDP read the 30 ids back and keeps them as one run of counters.
+    assert (reopened["records"], reopened["record_id_runs"]) == (30, 1)
     stored = jsonl_records(audit_file)
     assert [r["record_id"] for r in stored] == [r.record_id for r in records]
     assert verify(read_jsonl_lines(audit_file)).ok

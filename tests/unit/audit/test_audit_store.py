@@ -12,6 +12,7 @@ import pytest
 from pgwarden.config import ConfigError, Section
 from pgwarden.pdp.audit.chain import verify
 from pgwarden.pdp.audit.config import AuditStoreConfig, parse_audit_section
+from pgwarden.pdp.audit.record_ids import new_record_id
 from pgwarden.pdp.audit.records import record_document
 from pgwarden.pdp.audit.store import AuditStoreError, AuditWriter, JsonlStore, read_jsonl_lines
 from pgwarden.pdp.config import parse_config
@@ -67,6 +68,28 @@ async def test_allow_reopen_continues_the_chain_and_remembers_ids(tmp_path: Path
     await second.close()
     assert stored_ids(path) == ["a", "b", "c"]
     assert verify(read_jsonl_lines(path)).ok
+
+
+async def test_allow_a_proxys_ids_are_remembered_as_one_run_across_a_reopen(
+    tmp_path: Path,
+) -> None:
+    """What a long-lived PDP keeps per record: the ids a proxy mints, stored in batches,
+    are one run of counters, also after a restart reads them back from the file."""
+    path = tmp_path / "audit.jsonl"
+    ids = [new_record_id() for _ in range(1000)]
+    first = store(path)
+    await first.open()
+    for start in range(0, 1000, 100):
+        await first.append(documents(*ids[start : start + 100]))
+    assert (len(first.record_ids), first.record_ids.runs()) == (1000, 1)
+    await first.close()
+    second = store(path)
+    await second.open()
+    assert (len(second.record_ids), second.record_ids.runs()) == (1000, 1)
+    later = new_record_id()
+    assert await second.append(documents(ids[500], later, ids[999])) == [False, True, False]
+    await second.close()
+    assert stored_ids(path) == [*ids, later]
 
 
 async def test_allow_torn_last_line_is_cut_on_open(tmp_path: Path) -> None:
