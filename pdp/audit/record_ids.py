@@ -13,13 +13,24 @@ holds from one proxy process are then a few runs of consecutive counters, and
 from __future__ import annotations
 
 import itertools
+import os
 import re
 import secrets
 from bisect import bisect_right
 
+_MINTED = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
 _PROCESS = secrets.token_hex(8)  # 64 random bits: proxy processes never share one
 _counter = itertools.count()
-_MINTED = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
+
+
+def _renew_in_child() -> None:
+    """A forked child minting its parent's ids would have its records dropped as replays."""
+    global _PROCESS, _counter  # noqa: PLW0603 - the process's identity
+    _PROCESS = secrets.token_hex(8)
+    _counter = itertools.count()
+
+
+os.register_at_fork(after_in_child=_renew_in_child)
 
 
 def new_record_id() -> str:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import os
 import random
 import re
 
@@ -19,6 +20,22 @@ def test_allow_minted_ids_are_unique_and_consecutive() -> None:
     assert len({i[:16] for i in ids}) == 1
     counters = [int(i[17:], 16) for i in ids]
     assert counters == list(range(counters[0], counters[0] + 1000))
+
+
+def test_allow_a_forked_child_mints_ids_of_its_own() -> None:
+    read, write = os.pipe()
+    new_record_id()
+    pid = os.fork()
+    if pid == 0:  # the child: report its next id, and leave without running pytest's exit
+        os.write(write, new_record_id().encode())
+        os._exit(0)
+    os.close(write)
+    child = os.read(read, 64).decode()
+    os.close(read)
+    os.waitpid(pid, 0)
+    parent = new_record_id()
+    assert len(child) == len(parent) == 33
+    assert child[:16] != parent[:16]
 
 
 def test_allow_one_processes_records_in_order_take_one_run() -> None:
