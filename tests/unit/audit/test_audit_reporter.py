@@ -106,6 +106,26 @@ async def test_allow_statement_record_carries_decision_and_outcome(tmp_path: Pat
     assert len({r.record_id for r in pdp.records}) == 4
 
 
+async def test_allow_cached_marks_a_decision_the_cache_handed_out_again(tmp_path: Path) -> None:
+    """``cached`` is a decision the cache can keep (a TTL, no code) reported before; one
+    that the cache never keeps (TTL 0: every local-mode decision) is not remembered, so a
+    proxy asking the PDP for every statement keeps no growing list of decision ids."""
+    pdp = FakePdp()
+    reporter = await AuditReporter(config(tmp_path), pdp.send, proxy_id="edge-1").start()
+    kept = Decision(Action.ALLOW, ("ok",), "d-kept", cache_ttl_s=60)
+    for _ in range(2):
+        reporter.statement(IDENTITY, SESSION, select_execution(decision=kept))
+    for n in range(1000):
+        asked = Decision(Action.ALLOW, ("ok",), f"d-asked-{n}")  # cache_ttl_s 0
+        reporter.statement(IDENTITY, SESSION, select_execution(decision=asked))
+    await reporter.wait_delivered()
+    await reporter.close()
+    assert [r.decision.cached for r in pdp.records[:2]] == [False, True]
+    assert not any(r.decision.cached for r in pdp.records[2:])
+    assert len(pdp.records) == 1002
+    assert list(reporter._seen_decisions) == ["d-kept"]
+
+
 async def test_deny_sentinel_literal_never_reaches_spool_or_pdp(tmp_path: Path) -> None:
     pdp = FakePdp()
     pdp.up = False  # everything stays in the spool, where we can look at it
@@ -228,7 +248,8 @@ async def test_allow_refusal_and_auth_records(tmp_path: Path) -> None:
     assert refusal.decision.code == "pdp_unavailable"
     assert refusal.statement.fingerprint
     assert not unparsed.HasField("statement")
-    assert unparsed.decision.cached  # the same decision id was reported before
+    # The same refusal object twice: no cache answered (the cache keeps no refusal).
+    assert not unparsed.decision.cached
     assert auth.kind == pb.AUDIT_KIND_AUTH_REFUSED
     assert (auth.client_addr, auth.client_port, auth.session_id) == ("10.0.0.9", 50123, "s9")
     assert (refusal.outcome.status, refusal.outcome.sqlstate) == ("refused", "42501")
