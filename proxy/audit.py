@@ -597,10 +597,9 @@ class AuditReporter:
         if decision.decision_id in seen:
             message.cached = True
             seen.move_to_end(decision.decision_id)
-        elif decision.cache_ttl_s > 0 and not decision.code:
-            # Only the cache hands a decision out again, and it keeps none of the others
-            # (DecisionCache.put): remembering every decision id of a policy that says 0,
-            # or of local mode, held up to 100,000 ids (~18 MiB) for nothing.
+        elif decision.cacheable:
+            # Only the cache hands a decision out again: remembering every decision id of
+            # a policy that says TTL 0, or of local mode, held up to 100,000 ids (~18 MiB).
             seen[decision.decision_id] = None
             if len(seen) > SEEN_DECISIONS_MAX:
                 seen.popitem(last=False)

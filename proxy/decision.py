@@ -139,6 +139,12 @@ class Decision:
     cache_scope: str = "session"
 
     @property
+    def cacheable(self) -> bool:
+        """Whether a decision cache may keep it and hand it out again: a TTL, and not a
+        refusal of the PDP or the proxy itself (a code)."""
+        return self.cache_ttl_s > 0 and not self.code
+
+    @property
     def permits(self) -> bool:
         """Whether the statement runs: allowed, or a would-be refusal in dry-run mode."""
         return self.action is Action.ALLOW or self.dry_run

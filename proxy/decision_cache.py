@@ -83,7 +83,7 @@ class DecisionCache:
     def put(self, session_key: bytes, statement_digest: bytes, decision: Decision) -> bool:
         """Keep ``decision`` for its ``cache_ttl_s``; refusals of the PDP itself (a code),
         TTL 0 and decisions of another revision are never kept. Returns whether it was."""
-        if decision.cache_ttl_s <= 0 or decision.code or self.max_entries == 0:
+        if not decision.cacheable or self.max_entries == 0:
             return False
         if decision.revision != self.revision:
             return False

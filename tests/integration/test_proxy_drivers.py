@@ -24,7 +24,7 @@ def run_client(stack: local.Stack, tmp_path: Path, argv: list[str], *, cwd: Path
     stack_file = tmp_path / "stack.json"
     stack_file.write_text(json.dumps(stack.info))
     out = subprocess.run(
-        [*argv, str(stack_file)],
+        argv,
         cwd=cwd,
         env={**os.environ, "PGWARDEN_STACK": str(stack_file)},
         capture_output=True,

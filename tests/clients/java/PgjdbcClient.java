@@ -3,7 +3,7 @@
 // server-prepared statements, fetch-size portals, metadata queries, the row limit, and
 // batches with a refused statement (atomic in the extended protocol, as in PostgreSQL).
 //
-//   java -cp postgresql.jar PgjdbcClient.java STACK_JSON
+//   PGWARDEN_STACK=stack.json java -cp postgresql.jar PgjdbcClient.java
 //
 // Prints {"passed": [...], "failed": [...]} and exits 1 when a check failed.
 
@@ -222,7 +222,7 @@ public class PgjdbcClient {
     }
 
     public static void main(String[] args) throws Exception {
-        stack = Files.readString(Path.of(args[0]));
+        stack = Files.readString(Path.of(System.getenv("PGWARDEN_STACK")));
         String[] modes = {"", "?preferQueryMode=extendedForPrepared", "?prepareThreshold=1",
                           "?prepareThreshold=-1", "?preferQueryMode=simple"};
         try {
