@@ -10,6 +10,7 @@ from __future__ import annotations
 import hashlib
 import itertools
 import json
+import os
 import re
 import secrets
 from collections.abc import Mapping, Sequence
@@ -39,14 +40,28 @@ class DecisionCode(StrEnum):
     PDP_UNAUTHENTICATED = "pdp_unauthenticated"
 
 
-# Decision ids: 64 random bits per process, then a counter. As unique as uuid4 for the
-# audit trail, without a getrandom(2) system call and a UUID object per statement.
-_ID_PREFIX = secrets.token_hex(8)
-_id_counter = itertools.count()
+class ProcessIds:
+    """Ids unique to this process: 16 hex digits of 64 random bits naming the process,
+    ``separator``, then 16 hex digits of a counter, one more per id. As unique as uuid4,
+    without a getrandom(2) system call and a UUID object per id. A forked child draws new
+    bits and starts counting again: it must not mint its parent's ids."""
+
+    __slots__ = ("_counter", "process", "separator")
+
+    def __init__(self, separator: str = "") -> None:
+        self.separator = separator
+        self._renew()
+        os.register_at_fork(after_in_child=self._renew)
+
+    def _renew(self) -> None:
+        self.process = secrets.token_hex(8)
+        self._counter = itertools.count()
+
+    def next(self) -> str:
+        return f"{self.process}{self.separator}{next(self._counter):016x}"
 
 
-def new_decision_id() -> str:
-    return f"{_ID_PREFIX}{next(_id_counter):016x}"
+new_decision_id = ProcessIds().next
 
 
 def digest_of(document: Mapping[str, Any]) -> bytes:

@@ -12,30 +12,16 @@ holds from one proxy process are then a few runs of consecutive counters, and
 
 from __future__ import annotations
 
-import itertools
-import os
 import re
-import secrets
 from bisect import bisect_right
 
+from pgwarden.proxy.decision import ProcessIds
+
 _MINTED = re.compile(r"([0-9a-f]{16})-([0-9a-f]{16})")
-_PROCESS = secrets.token_hex(8)  # 64 random bits: proxy processes never share one
-_counter = itertools.count()
 
-
-def _renew_in_child() -> None:
-    """A forked child minting its parent's ids would have its records dropped as replays."""
-    global _PROCESS, _counter  # noqa: PLW0603 - the process's identity
-    _PROCESS = secrets.token_hex(8)
-    _counter = itertools.count()
-
-
-os.register_at_fork(after_in_child=_renew_in_child)
-
-
-def new_record_id() -> str:
-    """The next id of this process: unique, and one more than the last (no syscall)."""
-    return f"{_PROCESS}-{next(_counter):016x}"
+# The next id of this process: unique, and one more than the last. A counter of its own,
+# not the decision ids': a store keeps runs only of ids without gaps between them.
+new_record_id = ProcessIds("-").next
 
 
 RecordKey = tuple[str, int] | str  # (process, counter) of a minted id, else the id itself
