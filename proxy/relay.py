@@ -103,6 +103,12 @@ class StatementAnalyzer(Protocol):
         None for an empty statement, which runs nothing."""
         ...
 
+    def preparation(self, sql: str) -> Analysis | None:
+        """A Parse of ``sql`` that no Execute of its batch follows (a statement prepared
+        in a round trip of its own): decided before the server sees it, as an execution
+        of it would be; None for an empty statement."""
+        ...
+
     def completed(self, analysis: Analyzed) -> None:
         """The server completed the statement: apply its session effects."""
         ...
@@ -132,8 +138,8 @@ class _PendingQuery:
 @dataclass(slots=True)
 class _BatchExecution:
     origin: int  # first message of its chain (its Parse or Bind when in this batch)
-    index: int  # the Execute message
-    portal: str
+    index: int  # the Execute message; for a preparation, its Parse
+    portal: str | None  # None: a preparation (a Parse that no Execute of the batch follows)
     analysis: Analysis
 
 
@@ -282,6 +288,7 @@ class RelayCore:
         self._batch: list[bytes] = []
         self._batch_executions: list[_BatchExecution] = []
         self._batch_origin: dict[tuple[str, str], int] = {}  # ("S"|"P", name) -> index
+        self._batch_parses: list[tuple[int, str]] = []  # (index, SQL) of each Parse
         self._waiting: _PendingQuery | _PendingBatch | None = None
         self._packet: bytes | None = None  # the client packet the fast lane is in
         self._discard_until_sync = False
@@ -462,6 +469,7 @@ class RelayCore:
             parse = m.parse_parse(body)
             self._statements[parse.name] = parse.sql
             self._batch_origin["S", parse.name] = index
+            self._batch_parses.append((index, parse.sql))
             self.analyzer.parsed(parse.name, parse.sql)
         elif type_ == b"B":  # Bind
             bind = m.parse_bind(body)
@@ -500,9 +508,13 @@ class RelayCore:
         return self.analyzer.execution(sql, bind.params, bind.param_formats)
 
     def _end_batch(self, *, ends_with_sync: bool) -> DecisionRequest | None:
-        batch = _PendingBatch(self._batch, self._batch_executions, ends_with_sync, self._packet)
+        executions = self._batch_executions
+        if self._batch_parses:
+            executions = self._with_preparations(executions)
+        batch = _PendingBatch(self._batch, executions, ends_with_sync, self._packet)
         self._batch, self._batch_executions = [], []
         self._batch_origin.clear()
+        self._batch_parses.clear()
         if not batch.executions:
             self._forward(batch, batch.messages, {})
             if batch.ends_with_sync:
@@ -513,6 +525,20 @@ class RelayCore:
         return DecisionRequest(
             [e.analysis.statement for e in batch.executions if not isinstance(e.analysis, Refusal)]
         )
+
+    def _with_preparations(self, executions: list[_BatchExecution]) -> list[_BatchExecution]:
+        """``executions`` and, in message order, a decision for each Parse of the batch
+        that none of them starts from: the server must not parse (and describe) a
+        statement the policy refuses, even one it never executes."""
+        started = {e.origin for e in executions}
+        preparations = [
+            _BatchExecution(index, index, None, analysis)
+            for index, sql in self._batch_parses
+            if index not in started and (analysis := self.analyzer.preparation(sql)) is not None
+        ]
+        if not preparations:
+            return executions
+        return sorted(executions + preparations, key=lambda check: check.index)
 
     def _finish_batch(self, batch: _PendingBatch, decisions: list[Decision]) -> None:
         answers = iter(decisions)
@@ -525,7 +551,8 @@ class RelayCore:
                 decision = next(answers)
                 refused = decision if not decision.permits else self._unmaskable(analysis, decision)
                 if refused is None:
-                    allowed[execution.index] = (analysis, decision)
+                    if execution.portal is not None:
+                        allowed[execution.index] = (analysis, decision)
                     continue
                 error = self._policy_refusal(analysis, refused)
             self._forward(batch, batch.messages[: execution.origin], allowed)
@@ -544,7 +571,7 @@ class RelayCore:
     ) -> None:
         """Send batch messages (up to, not including, a final Sync's bookkeeping) and
         expect their replies: a Describe's answer, an Execute's result."""
-        portals = {e.index: e.portal for e in batch.executions}
+        portals = {e.index: e.portal for e in batch.executions if e.portal is not None}
         whole = batch.packet if messages is batch.messages else None
         if whole is not None and any(d.mask or d.detect for _, d in allowed.values()):
             whole = None  # a Describe of ours goes before an Execute: message by message

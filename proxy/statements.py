@@ -65,6 +65,16 @@ class SessionStatements:
             analyzed = analyzed.bind(params, param_formats)
         return _refusal_or(analyzed)
 
+    def preparation(self, sql: str) -> Analysis | None:
+        # Bound parameters change nothing a policy sees but a LIMIT $n: one not bound yet
+        # counts as LIMIT 0, the fewest rows a Bind can ask for, so that a policy that bounds
+        # LIMIT refuses no preparation an execution of it could pass. The execution is
+        # decided again with its parameters.
+        analysis = self.execution(sql, (), ())
+        if isinstance(analysis, AnalyzedStatement) and analysis.limit_param is not None:
+            return analysis.with_limit(0)
+        return analysis
+
     def unknown_portal(self, portal: str) -> Analysis | None:
         # A portal the client did not Bind is a SQL-level cursor: decide it as a FETCH.
         quoted = portal.replace('"', '""')

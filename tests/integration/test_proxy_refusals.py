@@ -76,6 +76,28 @@ async def test_asyncpg_prepared_refusal(proxy: ProxyUnderTest) -> None:
         await conn.close()
 
 
+async def test_a_statement_prepared_on_its_own_is_refused_before_the_server_parses_it(
+    proxy: ProxyUnderTest,
+) -> None:
+    """asyncpg's prepare() is Parse, Describe, Sync: the server would parse the statement
+    and describe its columns without any Execute. A refused one never reaches it."""
+    conn = await asyncpg.connect(proxy.dsn())
+    try:
+        pid = await conn.fetchval("SELECT pg_backend_pid()")
+        with pytest.raises(asyncpg.InsufficientPrivilegeError) as info:
+            await conn.prepare(REFUSED + " WHERE secret <> $1")
+        assert DECISION_ID.fullmatch(info.value.detail or "")
+        last = proxy.cluster.psql(f"SELECT query FROM pg_stat_activity WHERE pid = {int(pid)}")
+        assert last.strip() == "SELECT pg_backend_pid()"
+        prepared = await conn.fetch("SELECT statement FROM pg_prepared_statements")
+        assert not [r for r in prepared if REFUSED in r["statement"]]
+        # An allowed one is prepared, LIMIT $1 included, and each execution is decided.
+        statement = await conn.prepare("SELECT n FROM generate_series(1, 9) n LIMIT $1")
+        assert [r["n"] for r in await statement.fetch(2)] == [1, 2]
+    finally:
+        await conn.close()
+
+
 def pipeline_scenario(dsn: str, failing: str) -> list[str]:
     """First, failing, third statement in one pipeline (one Sync); what the client sees."""
     seen: list[str] = []
@@ -145,8 +167,8 @@ def test_refused_statement_text_never_reaches_the_server(
 
 @pytest.mark.parametrize("prepare", [False, True])
 def test_refused_write_never_runs(proxy: ProxyUnderTest, prepare: bool) -> None:
-    """A statement prepared in its own round trip (Parse, Sync) reaches the server to be
-    parsed; its Execute is what is decided, and a refused one never runs."""
+    """A refused write never runs, executed directly or prepared first (psycopg's Parse,
+    Sync, then Bind, Execute: both are decided)."""
     count = "SELECT count(*) FROM forbidden_table"
     before = proxy.cluster.psql(count, dbname=TEST_DB)
     with psycopg.connect(proxy.dsn(), autocommit=True) as conn:

@@ -89,6 +89,7 @@ class _Segment:
 
     simple: bool
     executes: int = 0  # Executes the server has not answered yet
+    parses: int = 0  # Parses, which the proxy may refuse before any Execute
     failed: bool = False  # an error: the server skips the rest of the segment
     closed: bool = True  # an extended segment stays open until its Sync
 
@@ -144,7 +145,9 @@ class WireView:
                 segment.executes += 1
         elif type_ == b"S":  # Sync
             self._segment().closed = True
-        elif type_ in b"PBDCH":  # Parse, Bind, Describe, Close, Flush
+        elif type_ == b"P":  # Parse
+            self._segment().parses += 1
+        elif type_ in b"BDCH":  # Bind, Describe, Close, Flush
             self._segment()
 
     # -- proxy -> client -------------------------------------------------------------------
@@ -183,12 +186,22 @@ class WireView:
                 self.fatal = sqlstate
             # A protocol violation ends the connection; no statement could be read.
             statement = not (severity == "FATAL" and sqlstate == "08P01")
-            pending = head is not None and (head.simple or head.executes > 0)
+            # A Parse no Execute follows is decided too: its refusal is a statement's
+            # (the policy's, with a decision id, or the proxy's own 42601 for SQL it
+            # cannot parse); the server's own error at a Parse is not.
+            pending = head is not None and (
+                head.simple
+                or head.executes > 0
+                or (
+                    head.parses > 0
+                    and ("decision_id=" in fields.get("D", "") or sqlstate == "42601")
+                )
+            )
             if self.ready and statement and pending:
                 decision = fields.get("D", "")
                 self._event("error", sqlstate=sqlstate, decision=decision)
             if head is not None and not head.simple:
-                head.executes, head.failed = 0, True
+                head.executes, head.parses, head.failed = 0, 0, True
             self._rows = self._bytes = 0
 
     def _event(self, kind: str, **extra: str) -> None:

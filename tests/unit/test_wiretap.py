@@ -59,15 +59,27 @@ def test_an_error_ends_its_statement_and_the_server_skips_the_rest_of_the_segmen
     ]
 
 
-def test_an_error_with_no_execution_pending_is_not_a_statement() -> None:
+def test_the_servers_error_at_a_parse_with_no_execution_is_not_a_statement() -> None:
     view = view_after_login()
     feed(
         view,
-        m.build_parse("", "SELEC") + m.build_describe("S", "") + m.build_sync(),
-        m.build_error_response("42601", "syntax error") + READY,
+        m.build_parse("", "SELECT * FROM nosuch") + m.build_describe("S", "") + m.build_sync(),
+        m.build_error_response("42P01", 'relation "nosuch" does not exist') + READY,
     )
     feed(view, m.build_query("SELECT 1"), data_row(b"1") + complete("SELECT 1") + READY)
     assert [e["k"] for e in view.events] == ["complete"]
+
+
+def test_the_proxys_refusal_of_a_parse_with_no_execution_is_a_statement() -> None:
+    view = view_after_login()
+    prepare = m.build_parse("", "SELEC") + m.build_describe("S", "") + m.build_sync()
+    feed(view, prepare, m.build_error_response("42601", "syntax error") + READY)
+    refused = m.build_error_response("42501", "pgwarden: no", detail="decision_id=d1")
+    feed(view, prepare, refused + READY)
+    assert [(e["k"], e["sqlstate"]) for e in view.events] == [
+        ("error", "42601"),
+        ("error", "42501"),
+    ]
 
 
 def test_a_protocol_violation_ends_the_connection_not_a_statement() -> None:

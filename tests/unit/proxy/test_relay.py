@@ -45,6 +45,9 @@ class WordAnalyzer:
     ) -> Analysis:
         return self._one(sql)
 
+    def preparation(self, sql: str) -> Analysis:
+        return self._one(f"prepare {sql}")
+
     def unknown_portal(self, portal: str) -> Analysis:
         return self._one(f"FETCH {portal}")
 
@@ -156,6 +159,57 @@ def test_extended_refusal_sends_the_prefix_and_skips_to_sync() -> None:
     # statement's Parse and Bind are held back too, and nothing after it is sent.
     assert relay.to_server[:3] == batch[:3]
     assert types(relay.to_server) == b"PBEBS"
+    assert b"secret" not in b"".join(relay.to_server)
+
+
+def test_a_statement_prepared_on_its_own_is_decided_before_the_server_parses_it() -> None:
+    relay = new_relay()
+    prepare = m.build_parse("s1", "select secret") + m.build_describe("S", "s1") + m.build_sync()
+    request = relay.client_data(prepare)
+    assert request is not None
+    assert [s.facts["sql"] for s in request.statements] == ["prepare select secret"]
+    relay.resolve(decide(request))
+    assert types(relay.to_server) == b"BS"  # marker Bind, Sync: no Parse, no Describe
+    assert b"secret" not in b"".join(relay.to_server)
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("I"))
+    (error, _) = messages(relay.to_client)
+    assert m.parse_error_response(error[1]).sqlstate == "42501"
+
+
+def test_an_allowed_preparation_goes_on_and_its_execution_is_decided_again() -> None:
+    relay = new_relay()
+    prepare = m.build_parse("s1", "select 1") + m.build_describe("S", "s1") + m.build_sync()
+    request = relay.client_data(prepare)
+    assert request is not None
+    assert len(request.statements) == 1
+    relay.resolve(decide(request))
+    assert b"".join(relay.to_server) == prepare
+    relay.to_server.clear()
+    request = relay.client_data(m.build_bind("", "s1") + m.build_execute("") + m.build_sync())
+    assert request is not None
+    assert [s.facts["sql"] for s in request.statements] == ["select 1"]
+
+
+def test_a_parse_no_execute_starts_from_is_decided_in_message_order() -> None:
+    relay = new_relay()
+    batch = [
+        m.build_parse("", "select 1"),
+        m.build_bind("", ""),
+        # Parse again of the unnamed statement: the portal keeps "select 1".
+        m.build_parse("", "select secret"),
+        m.build_execute(""),
+        m.build_sync(),
+    ]
+    request = relay.client_data(b"".join(batch))
+    assert request is not None
+    assert [s.facts["sql"] for s in request.statements] == [
+        "prepare select secret",
+        "select 1",
+    ]
+    relay.resolve(decide(request))
+    # The refused Parse fails the batch where it stands, as a failing Parse would.
+    assert relay.to_server[:2] == batch[:2]
+    assert types(relay.to_server) == b"PBBS"
     assert b"secret" not in b"".join(relay.to_server)
 
 

@@ -47,6 +47,9 @@ class SqlAnalyzer:
     ) -> Analysis | None:
         return self._one(sql) if sql else None
 
+    def preparation(self, sql: str) -> Analysis | None:
+        return self.execution(sql, (), ())
+
     def unknown_portal(self, portal: str) -> Analysis:
         return self._one(f"FETCH {portal}")
 
