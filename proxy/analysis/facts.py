@@ -38,12 +38,14 @@ FETCH_ALL = 9223372036854775807
 _MAX_VIEW_DEPTH = 8
 _MAX_NESTING = 16
 
-#: Functions (pg_catalog) that run the SQL text in their argument at that position.
-SQL_TEXT_FUNCTIONS: Mapping[str, int] = {
-    "query_to_xml": 0,
-    "query_to_xmlschema": 0,
-    "query_to_xml_and_xmlschema": 0,
-    "ts_stat": 0,
+#: Functions (pg_catalog) that run the SQL text in their argument at that position, with
+#: that many arguments (None: any number).
+SQL_TEXT_FUNCTIONS: Mapping[str, tuple[int, int | None]] = {
+    "query_to_xml": (0, None),
+    "query_to_xmlschema": (0, None),
+    "query_to_xml_and_xmlschema": (0, None),
+    "ts_stat": (0, None),
+    "ts_rewrite": (1, 2),  # ts_rewrite(query, select): its three-argument form runs none
 }
 #: Functions (pg_catalog) that dump the relation named by their first argument.
 RELATION_DUMP_FUNCTIONS = frozenset(
@@ -1373,8 +1375,9 @@ class Walker:
                         SessionEffect("search_path", value=value, local=bool(local))
                     )
             return
-        if name in SQL_TEXT_FUNCTIONS:
-            position = SQL_TEXT_FUNCTIONS[name]
+        sql_text = SQL_TEXT_FUNCTIONS.get(name)
+        if sql_text is not None and sql_text[1] in (None, len(args)):
+            position = sql_text[0]
             text = constant_text(args[position]) if len(args) > position else None
             facts.literal_dependent = True
             if text is None:

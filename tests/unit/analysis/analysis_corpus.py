@@ -1417,6 +1417,22 @@ CASES: list[Case] = [
         norm="SELECT query_to_xml($1, true, false, $2)",
     ),
     Case(
+        "SELECT ts_rewrite('a'::tsquery, 'select ssn::tsquery, ssn::tsquery from customers')",
+        attack=True,
+        rel="customers",
+        cols="customers.ssn:output",
+        out="ts_rewrite ~",
+        fn="ts_rewrite",
+        nested=("SELECT",),
+        norm="SELECT ts_rewrite($1::tsquery, $2)",
+    ),
+    Case(
+        "SELECT ts_rewrite('a & b'::tsquery, 'a'::tsquery, 'c'::tsquery)",
+        out="ts_rewrite ~",
+        fn="ts_rewrite",
+        norm="SELECT ts_rewrite($1::tsquery, $2::tsquery, $3::tsquery)",
+    ),
+    Case(
         "SELECT table_to_xml('payments', true, false, '')",
         attack=True,
         rel="payments",
