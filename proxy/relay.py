@@ -41,6 +41,12 @@ _ROW_DESCRIPTION, _NO_DATA = ord("T"), ord("n")
 _READY_FOR_QUERY, _ERROR = ord("Z"), ord("E")
 _COMMAND_COMPLETE, _PORTAL_SUSPENDED, _EMPTY_QUERY = ord("C"), ord("s"), ord("I")
 _COPY_DONE = ord("c")
+_PARSE_COMPLETE, _BIND_COMPLETE = ord("1"), ord("2")
+_PARAMETER_STATUS = ord("S")
+# Client encodings whose bytes the proxy reads as the server does: it decodes SQL as UTF-8.
+# Under others a multibyte character can end in the byte of a backslash (GBK, SJIS, BIG5)
+# or spell other characters (LATIN1).
+_READ_ENCODINGS = frozenset({"UTF8", "SQL_ASCII"})
 _ROW_TYPES = frozenset({_DATA_ROW, _COPY_DATA})
 # Client packets the fast lane takes whole, without the frame buffer: what libpq sends
 # for each execution of a prepared statement (Bind, Describe portal, Execute, Sync) and
@@ -57,6 +63,9 @@ _INSPECTED = frozenset(
         _PORTAL_SUSPENDED,
         _EMPTY_QUERY,
         _COPY_DONE,
+        _PARSE_COMPLETE,
+        _BIND_COMPLETE,
+        _PARAMETER_STATUS,
     }
 )
 
@@ -113,6 +122,10 @@ class StatementAnalyzer(Protocol):
         """The server completed the statement: apply its session effects."""
         ...
 
+    def parameter_status(self, name: str, value: str) -> None:
+        """The server reported a setting (ParameterStatus: at start and on each change)."""
+        ...
+
     def unknown_portal(self, portal: str) -> Analysis | None:
         """Execute of a portal the client did not Bind (e.g. a SQL-level cursor)."""
         ...
@@ -143,11 +156,20 @@ class _BatchExecution:
     analysis: Analysis
 
 
+_Name = tuple[str, str]  # ("S", statement) or ("P", portal)
+_Bound = tuple[str | None, m.Bind]  # a portal: its statement's SQL (None: not ours), Bind
+# What a name holds while the server has not answered the Parse or Bind of an earlier
+# segment that sets it; as a statement's SQL, a text no SQL can be (it never holds a NUL).
+_UNSETTLED: Any = object()
+_UNSETTLED_SQL = "\0unsettled"
+
+
 @dataclass(slots=True)
 class _PendingBatch:
     messages: list[bytes]
     executions: list[_BatchExecution]
     ends_with_sync: bool
+    sent: dict[int, tuple[_Name, Any]]  # message index -> the name its Parse/Bind sets
     # The client's packet when it was exactly this batch (the fast lane): forwarded as
     # one buffer when every message of it goes to the server.
     packet: bytes | None = None
@@ -235,6 +257,25 @@ _SYNC = "sync"  # a Query or Sync: answered by ReadyForQuery
 _Reply = Execution | _Describe | str
 
 
+def _unconfirmed_refusal(kind: str, name: str) -> Refusal:
+    """The proxy's refusal of a name used before the server confirmed what it holds."""
+    message = "its Parse" if kind == "statement" else "its Bind"
+    return Refusal(
+        REFUSED_SQLSTATE,
+        f'pgwarden: {kind} "{name}" is used before the server confirmed {message}, so '
+        "what it holds is not known yet; use it after that Sync is answered",
+    )
+
+
+def _encoding_refusal(encoding: str) -> Refusal:
+    return Refusal(
+        REFUSED_SQLSTATE,
+        f"pgwarden: client_encoding is {encoding} in this session, and the proxy reads SQL "
+        "as UTF-8: it refuses statements with a backslash or a character outside ASCII "
+        "under another encoding; SET client_encoding TO 'UTF8' to send it",
+    )
+
+
 def refusal_error(decision: Decision) -> bytes:
     """(B) The ErrorResponse that tells the client a statement was refused."""
     detail = f"decision_id={decision.decision_id}"
@@ -281,20 +322,35 @@ class RelayCore:
         self.terminated = False
         # Set when a row limit is reached: the session cancels the upstream query.
         self.cancel_requested = False
-        # Extended-protocol names the client created: statement -> SQL, portal -> bind.
+        # Extended-protocol names the client created, as the server has them: statement
+        # -> SQL, portal -> (SQL, Bind). A name changes when the server confirms its Parse
+        # or Bind (ParseComplete, BindComplete), in the server's order: one that fails, or
+        # is skipped after an error, leaves the name as it was.
         self._statements: dict[str, str] = {}
-        self._portals: dict[str, tuple[str | None, m.Bind]] = {}
+        self._portals: dict[str, _Bound] = {}
+        # Parses and Binds sent and not confirmed yet: (segment, key, value), oldest first.
+        self._unconfirmed: deque[tuple[int, _Name, Any]] = deque()
         self._portal_rows: dict[str, int] = {}  # rows sent so far from a suspended portal
         self._batch: list[bytes] = []
         self._batch_executions: list[_BatchExecution] = []
-        self._batch_origin: dict[tuple[str, str], int] = {}  # ("S"|"P", name) -> index
-        self._batch_parses: list[tuple[int, str]] = []  # (index, SQL) of each Parse
+        self._batch_origin: dict[_Name, int] = {}  # ("S"|"P", name) -> index
+        # The batch's own Parses and Binds, which its later messages see: key -> value,
+        # and message index -> (key, value) for the ones sent.
+        self._batch_names: dict[_Name, Any] = {}
+        self._batch_sent: dict[int, tuple[_Name, Any]] = {}
+        # (index, SQL, why it cannot be read as the server will) of each Parse
+        self._batch_parses: list[tuple[int, str, Refusal | None]] = []
+        # How the server reads SQL text (from ParameterStatus); the proxy reads it as
+        # UTF-8 with standard_conforming_strings on.
+        self._conforming_strings = True
+        self._client_encoding = "UTF8"
         self._waiting: _PendingQuery | _PendingBatch | None = None
         self._packet: bytes | None = None  # the client packet the fast lane is in
         self._discard_until_sync = False
         self._denials: deque[_Denial] = deque()
         self._syncs_sent = 0
         self._rfq_received = 0
+        self._limit_segment = -1  # the segment whose row-limit error the client has
         # What the server will answer, in order (pgdog's state.rs): executions, Describes
         # and Sync boundaries. ``_head`` caches the first entry when it is an Execution.
         self._replies: deque[_Reply] = deque()
@@ -306,6 +362,42 @@ class RelayCore:
     @property
     def in_transaction(self) -> bool:
         return self.tx_status != "I"
+
+    def parameter_status(self, name: str, value: str) -> None:
+        """A setting the server reported, at start or when it changed."""
+        if name == "standard_conforming_strings":
+            self._conforming_strings = value == "on"
+        elif name == "client_encoding":
+            self._client_encoding = value
+        self.analyzer.parameter_status(name, value)
+
+    def _unreadable(self, sql: str, *, pipelined: bool) -> Refusal | None:
+        """Why the server might read ``sql`` otherwise than the proxy did (None: it will
+        not). Only a backslash (or, under another client encoding, a character outside
+        ASCII) can make the difference; ``pipelined``: statements sent before it have not
+        finished, and one of them could change these settings first."""
+        encoding = self._client_encoding
+        if "\\" in sql:
+            if encoding not in _READ_ENCODINGS:
+                return _encoding_refusal(encoding)
+            if not self._conforming_strings:
+                return Refusal(
+                    REFUSED_SQLSTATE,
+                    "pgwarden: standard_conforming_strings is off in this session, so the "
+                    "server would not read the backslashes of this statement as the proxy "
+                    "does; RESET standard_conforming_strings to send it",
+                )
+            if pipelined:
+                return Refusal(
+                    REFUSED_SQLSTATE,
+                    "pgwarden: a statement with a backslash is refused while statements sent "
+                    "before it have not finished: one of them could change how the server "
+                    "reads it (standard_conforming_strings, client_encoding); send it once "
+                    "their results are in",
+                )
+        elif encoding not in _READ_ENCODINGS and not sql.isascii():
+            return _encoding_refusal(encoding)
+        return None
 
     # -- client -> server --------------------------------------------------------------------
 
@@ -415,8 +507,15 @@ class RelayCore:
 
     def _expect(self, reply: _Reply) -> None:
         if not self._replies and isinstance(reply, Execution):
-            self._head = reply
+            self._start(reply)
         self._replies.append(reply)
+
+    def _start(self, execution: Execution) -> None:
+        """``execution`` is the next the server answers: a portal read in chunks (Execute
+        with max_rows) shares one row limit, counted from the rows of the chunks before."""
+        self._head = execution
+        if execution.portal is not None:
+            execution.offset = self._portal_rows.get(execution.portal, 0)
 
     def _unmaskable(self, analysis: Analyzed, decision: Decision) -> Decision | None:
         """A refusal when the decision asks for masks the proxy cannot apply (COPY
@@ -436,6 +535,10 @@ class RelayCore:
     # Simple query ---------------------------------------------------------------------------
 
     def _on_query(self, raw: bytes, query: m.Query) -> DecisionRequest | None:
+        unreadable = self._unreadable(query.sql, pipelined=bool(self._replies))
+        if unreadable is not None:
+            self._refuse([], self._proxy_refusal(None, unreadable), True)
+            return None
         analyses = self.analyzer.simple_query(query.sql)
         for a in analyses:
             if isinstance(a, Refusal):
@@ -467,16 +570,22 @@ class RelayCore:
         self._batch.append(raw)
         if type_ == b"P":  # Parse
             parse = m.parse_parse(body)
-            self._statements[parse.name] = parse.sql
-            self._batch_origin["S", parse.name] = index
-            self._batch_parses.append((index, parse.sql))
-            self.analyzer.parsed(parse.name, parse.sql)
+            key = ("S", parse.name)
+            self._batch_names[key] = parse.sql
+            self._batch_sent[index] = (key, parse.sql)
+            self._batch_origin[key] = index
+            pipelined = bool(self._replies or self._batch_executions)
+            unreadable = self._unreadable(parse.sql, pipelined=pipelined)
+            self._batch_parses.append((index, parse.sql, unreadable))
         elif type_ == b"B":  # Bind
             bind = m.parse_bind(body)
-            self._portals[bind.portal] = (self._statements.get(bind.statement), bind)
-            self._portal_rows.pop(bind.portal, None)
-            origin = self._batch_origin.get(("S", bind.statement), index)
-            self._batch_origin["P", bind.portal] = origin
+            key = ("S", bind.statement)
+            sql = self._holding(key)
+            bound = (_UNSETTLED_SQL if sql is _UNSETTLED else sql, bind)
+            portal = ("P", bind.portal)
+            self._batch_names[portal] = bound
+            self._batch_sent[index] = (portal, bound)
+            self._batch_origin[portal] = self._batch_origin.get(key, index)
         elif type_ == b"E":  # Execute
             execute = m.parse_execute(body)
             origin = self._batch_origin.get(("P", execute.portal), index)
@@ -486,7 +595,10 @@ class RelayCore:
                     _BatchExecution(origin, index, execute.portal, analysis)
                 )
         elif type_ == b"C":  # Close
+            # Forgotten at once: a name the server may still have is then not ours to
+            # decide by, which is the safe side.
             close = m.parse_close(body)
+            self._batch_names.pop((close.kind, close.name), None)
             if close.kind == "S":
                 self._statements.pop(close.name, None)
                 self.analyzer.closed(close.name)
@@ -499,21 +611,43 @@ class RelayCore:
         return None
 
     def _analyze_execute(self, execute: m.Execute) -> Analysis | None:
-        bound = self._portals.get(execute.portal)
+        bound: _Bound | None = self._holding(("P", execute.portal))
+        if bound is _UNSETTLED:
+            return _unconfirmed_refusal("portal", execute.portal)
         if bound is None:
             return self.analyzer.unknown_portal(execute.portal)
         sql, bind = bound
         if sql is None:
             return self.analyzer.unknown_statement(bind.statement)
+        if sql == _UNSETTLED_SQL:
+            return _unconfirmed_refusal("statement", bind.statement)
         return self.analyzer.execution(sql, bind.params, bind.param_formats)
+
+    def _holding(self, key: _Name) -> Any:
+        """What ``key`` holds for the message being read: the batch's own Parse or Bind
+        of it; else one sent earlier in this segment and not confirmed yet (should it
+        fail, the server skips the rest of the segment, this message included); else what
+        the server confirmed. _UNSETTLED while a Parse or Bind of an earlier segment
+        that sets it has no answer: that segment may have failed, and this one will run."""
+        value = self._batch_names.get(key)
+        if value is not None:
+            return value
+        for segment, name, pending in reversed(self._unconfirmed):
+            if name == key:
+                return pending if segment == self._syncs_sent else _UNSETTLED
+        kind, name = key
+        return (self._statements if kind == "S" else self._portals).get(name)
 
     def _end_batch(self, *, ends_with_sync: bool) -> DecisionRequest | None:
         executions = self._batch_executions
         if self._batch_parses:
             executions = self._with_preparations(executions)
-        batch = _PendingBatch(self._batch, executions, ends_with_sync, self._packet)
-        self._batch, self._batch_executions = [], []
+        batch = _PendingBatch(
+            self._batch, executions, ends_with_sync, self._batch_sent, self._packet
+        )
+        self._batch, self._batch_executions, self._batch_sent = [], [], {}
         self._batch_origin.clear()
+        self._batch_names.clear()
         self._batch_parses.clear()
         if not batch.executions:
             self._forward(batch, batch.messages, {})
@@ -528,14 +662,18 @@ class RelayCore:
 
     def _with_preparations(self, executions: list[_BatchExecution]) -> list[_BatchExecution]:
         """``executions`` and, in message order, a decision for each Parse of the batch
-        that none of them starts from: the server must not parse (and describe) a
-        statement the policy refuses, even one it never executes."""
+        that none of them starts from (the server must not parse, and describe, a
+        statement the policy refuses, even one it never executes), and the refusal of
+        each Parse the server could read otherwise than the proxy."""
         started = {e.origin for e in executions}
-        preparations = [
-            _BatchExecution(index, index, None, analysis)
-            for index, sql in self._batch_parses
-            if index not in started and (analysis := self.analyzer.preparation(sql)) is not None
-        ]
+        preparations = []
+        for index, sql, unreadable in self._batch_parses:
+            # A Parse the server could read otherwise is refused, executed or not.
+            analysis: Analysis | None = unreadable
+            if analysis is None and index not in started:
+                analysis = self.analyzer.preparation(sql)
+            if analysis is not None:
+                preparations.append(_BatchExecution(index, index, None, analysis))
         if not preparations:
             return executions
         return sorted(executions + preparations, key=lambda check: check.index)
@@ -575,15 +713,16 @@ class RelayCore:
         whole = batch.packet if messages is batch.messages else None
         if whole is not None and any(d.mask or d.detect for _, d in allowed.values()):
             whole = None  # a Describe of ours goes before an Execute: message by message
+        sent, segment = batch.sent, self._syncs_sent
         for index, raw in enumerate(messages):
             kind = raw[:1]
-            if kind == b"D":
+            if index in sent:  # Parse, Bind: the name changes once the server confirms
+                self._unconfirmed.append((segment, *sent[index]))
+            elif kind == b"D":
                 self._expect(_Describe(None))
             elif kind == b"E" and index in allowed:
                 statement, decision = allowed[index]
                 execution = Execution(decision, statement, portals[index])
-                # A portal read in chunks (Execute with max_rows) shares one row limit.
-                execution.offset = self._portal_rows.get(portals[index], 0)
                 if decision.mask or decision.detect:
                     # Ask for the portal's RowDescription ourselves, to plan the masks.
                     self.to_server.append(m.build_describe("P", portals[index]))
@@ -698,6 +837,17 @@ class RelayCore:
             while self._denials and self._denials[0].sync_seq < self._rfq_received:
                 self._denials.popleft()  # the server failed earlier; PostgreSQL would too
             self._end_segment()
+            if self.tx_status == "I" and self._portals:
+                # Portals live until their transaction ends; the name may be a cursor's next.
+                self._portals.clear()
+                self._portal_rows.clear()
+            return None
+        if type_ in (_PARSE_COMPLETE, _BIND_COMPLETE):
+            self._confirm()
+            return None
+        if type_ == _PARAMETER_STATUS:
+            status = m.parse_parameter_status(body)
+            self.parameter_status(status.name, status.value)
             return None
         if type_ == _ERROR:
             return self._error(body)
@@ -762,7 +912,23 @@ class RelayCore:
             detect=execution.decision.detect,
         )
 
+    def _confirm(self) -> None:
+        """ParseComplete or BindComplete: the oldest Parse or Bind sent took effect."""
+        if not self._unconfirmed:
+            raise m.ProtocolViolation("server confirmed a Parse or Bind that was not sent")
+        _, (kind, name), value = self._unconfirmed.popleft()
+        if kind == "S":
+            self._statements[name] = value
+            self.analyzer.parsed(name, value)
+        else:
+            self._portals[name] = value
+            self._portal_rows.pop(name, None)
+
     def _error(self, body: bytes) -> bytes | None:
+        # The server skips the rest of the segment: its Parses and Binds never happen.
+        unconfirmed, segment = self._unconfirmed, self._rfq_received
+        while unconfirmed and unconfirmed[0][0] <= segment:
+            unconfirmed.popleft()
         replacement: bytes | None = None
         if self._denials and self.marker.encode() in body:
             replacement = self._denials.popleft().error  # ours: the refused statement
@@ -776,18 +942,18 @@ class RelayCore:
                 self._pop_reply()
         head = self._head
         if head is not None:
-            if head.limit_reached:
-                replacement = row_limit_error(head)  # e.g. 57014 from our cancel
             head.sqlstate = m.parse_error_response(body).sqlstate
-            self._finish(head, "failed")
+            limit_error = self._finish(head, "failed")
+            if limit_error is not None:
+                replacement = limit_error  # e.g. 57014 from our cancel
         # After an error the server skips everything up to Sync.
         while self._replies and self._replies[0] is not _SYNC:
             self._skip(self._pop_reply())
         return replacement
 
     def _finish(self, execution: Execution, status: str) -> bytes | None:
-        execution.status = status
-        execution.finished_ns = time.monotonic_ns()
+        """``execution`` ended with ``status``; when its row limit was reached, returns
+        the row-limit error that replaces the message that ended it (b"": dropped)."""
         if status == "complete":
             self.analyzer.completed(execution.analysis)
         if execution.portal is not None:
@@ -795,12 +961,22 @@ class RelayCore:
                 self._portal_rows[execution.portal] = execution.offset + execution.rows
             else:
                 self._portal_rows.pop(execution.portal, None)
+        limit_error = None
+        if execution.limit_reached:
+            if self._limit_segment == self._rfq_received:
+                # The client has this segment's row-limit error (the later chunks of a
+                # portal, Executes with max_rows, share the limit): for it, the server
+                # skipped the rest of the segment.
+                status, limit_error = "skipped", b""
+            else:
+                self._limit_segment = self._rfq_received
+                limit_error = row_limit_error(execution)
+        execution.status = status
+        execution.finished_ns = time.monotonic_ns()
         self._pop_reply()
         if self.on_complete is not None:
             self.on_complete(execution)
-        if execution.limit_reached and status != "failed":
-            return row_limit_error(execution)
-        return None
+        return limit_error
 
     def abandon(self) -> None:
         """The session ended with replies outstanding (the client or the server went
@@ -830,7 +1006,10 @@ class RelayCore:
     def _pop_reply(self) -> _Reply:
         reply = self._replies.popleft()
         head = self._replies[0] if self._replies else None
-        self._head = head if isinstance(head, Execution) else None
+        if isinstance(head, Execution):
+            self._start(head)
+        else:
+            self._head = None
         return reply
 
     def _end_segment(self) -> None:

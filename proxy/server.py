@@ -648,6 +648,8 @@ class ClientConnection(asyncio.Protocol):
             on_refused=self._refused,
         )
         relay.tx_status = info.tx_status
+        for name, value in info.parameters.items():
+            relay.parameter_status(name, value)
         self.relay = relay
         self._attach(proto)
         self._hand_out_cancel_key()

@@ -85,6 +85,9 @@ class SessionStatements:
         quoted = name.replace('"', '""')
         return self.execution(f'EXECUTE "{quoted}"', (), ())
 
+    def parameter_status(self, name: str, value: str) -> None:
+        self.state.parameter_status(name, value)
+
     def completed(self, analysis: Analyzed) -> None:
         if isinstance(analysis, AnalyzedStatement):
             self.state.apply(analysis)

@@ -21,6 +21,13 @@ class RawClient:
     def close(self) -> None:
         self.sock.close()
 
+    def start_tls(self, ca_file: str, server_hostname: str) -> None:
+        """SSLRequest, then TLS with the server's certificate verified against ``ca_file``."""
+        self.send(m.build_ssl_request())
+        assert self.recv_byte() == b"S"
+        context = ssl.create_default_context(cafile=ca_file)
+        self.sock = context.wrap_socket(self.sock, server_hostname=server_hostname)
+
     def __enter__(self) -> RawClient:
         return self
 

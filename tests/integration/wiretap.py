@@ -506,6 +506,7 @@ def _reconcile_session(
         if r["kind"] == "refusal"
         or (
             r["kind"] == "statement"
+            and r["outcome"]["status"] != "skipped"
             and (r["outcome"]["status"] == "failed" or r["outcome"]["row_limit_reached"])
         )
     )

@@ -37,6 +37,9 @@ class WordAnalyzer:
     def completed(self, analysis: object) -> None:
         pass
 
+    def parameter_status(self, name: str, value: str) -> None:
+        pass
+
     def simple_query(self, sql: str) -> list[Analysis]:
         return [self._one(s.strip()) for s in sql.split(";") if s.strip()]
 
@@ -185,6 +188,7 @@ def test_an_allowed_preparation_goes_on_and_its_execution_is_decided_again() -> 
     relay.resolve(decide(request))
     assert b"".join(relay.to_server) == prepare
     relay.to_server.clear()
+    relay.server_data(m.frame(b"1", b"") + m.frame(b"n", b"") + m.build_ready_for_query("I"))
     request = relay.client_data(m.build_bind("", "s1") + m.build_execute("") + m.build_sync())
     assert request is not None
     assert [s.facts["sql"] for s in request.statements] == ["select 1"]
@@ -537,3 +541,170 @@ def test_refusals_are_reported_with_their_decision_or_the_proxys_reason() -> Non
         "42601",
         "syntax error",
     )
+
+
+# -- names: what a statement or portal holds is what the server confirmed ---------------------
+
+PARSE_COMPLETE, BIND_COMPLETE = m.frame(b"1", b""), m.frame(b"2", b"")
+
+
+def decided(relay: RelayCore, data: bytes) -> list[object]:
+    """The SQL of each statement ``data`` asks a decision for (then resolved)."""
+    request = relay.client_data(data)
+    sqls: list[object] = []
+    while request is not None:
+        sqls += [s.facts["sql"] for s in request.statements]
+        request = relay.resolve(decide(request))
+    return sqls
+
+
+def execute(portal: str = "") -> bytes:
+    return m.build_execute(portal) + m.build_sync()
+
+
+def test_a_parse_the_server_rejects_leaves_the_statement_as_it_was() -> None:
+    relay = new_relay()
+    decided(relay, m.build_parse("s1", "select a") + m.build_sync())
+    relay.server_data(PARSE_COMPLETE + m.build_ready_for_query("I"))
+    decided(relay, m.build_parse("s1", "select b") + m.build_sync())
+    relay.server_data(
+        m.build_error_response("42P05", 'prepared statement "s1" already exists')
+        + m.build_ready_for_query("I")
+    )
+    assert decided(relay, m.build_bind("", "s1") + execute()) == ["select a"]
+
+
+def test_a_parse_skipped_after_an_error_leaves_the_unnamed_statement_as_it_was() -> None:
+    relay = new_relay()
+    decided(relay, m.build_parse("", "select a") + m.build_sync())
+    relay.server_data(PARSE_COMPLETE + m.build_ready_for_query("I"))
+    decided(relay, m.build_bind("", "nosuch") + m.build_parse("", "select b") + m.build_sync())
+    relay.server_data(
+        m.build_error_response("26000", 'prepared statement "nosuch" does not exist')
+        + m.build_ready_for_query("I")
+    )
+    assert decided(relay, m.build_bind("", "") + execute()) == ["select a"]
+
+
+def test_a_bind_the_server_rejects_leaves_the_portal_as_it_was() -> None:
+    relay = new_relay()
+    decided(
+        relay, m.build_parse("sa", "select a") + m.build_parse("sb", "select b") + m.build_sync()
+    )
+    relay.server_data(PARSE_COMPLETE * 2 + m.build_ready_for_query("T"))
+    decided(relay, m.build_bind("p", "sa") + m.build_sync())
+    relay.server_data(BIND_COMPLETE + m.build_ready_for_query("T"))
+    decided(relay, m.build_bind("p", "sb") + m.build_sync())
+    relay.server_data(
+        m.build_error_response("42P03", 'portal "p" already exists') + m.build_ready_for_query("E")
+    )
+    assert decided(relay, execute("p")) == ["select a"]
+
+
+def test_a_name_used_before_the_server_confirmed_it_is_refused() -> None:
+    relay = new_relay()
+    decided(relay, m.build_parse("s1", "select a") + m.build_sync())  # no answer yet
+    relay.to_server.clear()
+    assert decided(relay, m.build_bind("", "s1") + execute()) == []
+    assert types(relay.to_server) == b"BS"  # the marker Bind: nothing of it was sent
+    relay.server_data(PARSE_COMPLETE + m.build_ready_for_query("I"))
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("I"))
+    error = next(b for t, b in messages(relay.to_client) if t == b"E")
+    assert "before the server confirmed its Parse" in m.parse_error_response(error).message
+    assert decided(relay, m.build_bind("", "s1") + execute()) == ["select a"]
+
+
+def test_a_name_set_earlier_in_the_same_segment_is_used_before_its_answer() -> None:
+    # pg-cursor: Parse, Bind, Describe, Flush, then Execute, Flush before any answer. Had
+    # the Bind failed, the server would skip this Execute too (nothing until Sync runs).
+    relay = new_relay()
+    submit = m.build_parse("", "select a") + m.build_bind("C_1", "") + m.build_describe("P", "C_1")
+    assert decided(relay, submit + m.build_flush()) == ["prepare select a"]
+    assert decided(relay, m.build_execute("C_1", 5) + m.build_flush()) == ["select a"]
+
+
+def test_portals_end_with_their_transaction() -> None:
+    relay = new_relay()
+    decided(relay, m.build_parse("s1", "select a") + m.build_bind("c", "s1") + m.build_sync())
+    relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + m.build_ready_for_query("I"))
+    # "c" is a cursor's now, if anything's: decided as a FETCH from it.
+    assert decided(relay, execute("c")) == ["FETCH c"]
+
+
+def test_chunks_of_one_portal_in_one_batch_share_the_row_limit() -> None:
+    p = PolicyRelay(row_limit=3)
+    p.send(m.build_parse("", "select id from items") + m.build_bind("p", "") + m.build_sync())
+    p.relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + m.build_ready_for_query("T"))
+    p.relay.to_client.clear()
+    p.send(m.build_execute("p", 2) * 3 + m.build_sync())
+    suspended = m.frame(b"s", b"")
+    p.relay.server_data(data_row(b"1") + data_row(b"2") + suspended)
+    p.relay.server_data(data_row(b"3") + data_row(b"4") + suspended)
+    assert p.relay.cancel_requested
+    # The third chunk ran before the cancel arrived: the client has its error already.
+    p.relay.server_data(data_row(b"5") + data_row(b"6") + suspended)
+    p.relay.server_data(m.build_ready_for_query("T"))
+    got = messages(p.relay.to_client)
+    assert [t for t, _ in got] == [b"D", b"D", b"s", b"D", b"E", b"Z"]
+    assert m.parse_error_response(got[4][1]).sqlstate == "54000"
+
+
+# -- SQL the server could read otherwise than the proxy ---------------------------------------
+
+BACKSLASH_QUERY = "select 'a\\', 1"  # with standard_conforming_strings off: an open string
+
+
+def refusal_message(relay: RelayCore) -> str:
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("I"))
+    error = next(b for t, b in messages(relay.to_client) if t == b"E")
+    relay.to_client.clear()
+    return m.parse_error_response(error).message
+
+
+def test_backslashes_are_refused_while_standard_conforming_strings_is_off() -> None:
+    relay = new_relay()
+    relay.server_data(m.build_parameter_status("standard_conforming_strings", "off"))
+    run(relay, m.build_query(BACKSLASH_QUERY))
+    assert types(relay.to_server) == b"BS"
+    assert "standard_conforming_strings is off" in refusal_message(relay)
+    relay.to_server.clear()
+    run(relay, m.build_query("select 'plain'"))  # the same reading either way
+    assert relay.to_server == [m.build_query("select 'plain'")]
+    relay.server_data(m.frame(b"C", b"SELECT 1\0") + m.build_ready_for_query("I"))
+    relay.to_server.clear()
+    relay.server_data(m.build_parameter_status("standard_conforming_strings", "on"))
+    run(relay, m.build_query(BACKSLASH_QUERY))
+    assert relay.to_server == [m.build_query(BACKSLASH_QUERY)]
+
+
+def test_under_another_client_encoding_only_ascii_without_backslashes_is_read() -> None:
+    relay = new_relay()
+    relay.parameter_status("client_encoding", "GBK")  # as reported at start
+    for sql in ("select e'\u4e2d\\'", "select '\u4e2d'"):
+        run(relay, m.build_query(sql))
+        assert types(relay.to_server) == b"BS"
+        assert "client_encoding is GBK" in refusal_message(relay)
+        relay.to_server.clear()
+    run(relay, m.build_query("select 'ascii'"))
+    assert relay.to_server == [m.build_query("select 'ascii'")]
+
+
+def test_a_backslash_behind_unfinished_statements_is_refused() -> None:
+    relay = new_relay()
+    run(relay, m.build_query("select 1") + m.build_query(BACKSLASH_QUERY))
+    assert types(relay.to_server) == b"QBS"
+    relay.server_data(m.frame(b"C", b"SELECT 1\0") + m.build_ready_for_query("I"))
+    assert "statements sent before it have not finished" in refusal_message(relay)
+    # In a batch, behind an Execute: refused though it is executed itself.
+    relay.to_server.clear()
+    batch = (
+        m.build_parse("", "select 1")
+        + m.build_bind("", "")
+        + m.build_execute("")
+        + m.build_parse("", BACKSLASH_QUERY)
+        + m.build_bind("", "")
+        + m.build_execute("")
+        + m.build_sync()
+    )
+    run(relay, batch)
+    assert types(relay.to_server) == b"PBEBS"

@@ -39,6 +39,9 @@ class SqlAnalyzer:
     def completed(self, analysis: object) -> None:
         pass
 
+    def parameter_status(self, name: str, value: str) -> None:
+        pass
+
     def simple_query(self, sql: str) -> list[Analysis]:
         return [self._one(s) for s in sql.split(";") if s.strip()]
 

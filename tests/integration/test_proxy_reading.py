@@ -1,0 +1,130 @@
+"""The proxy decides what the server will run, not something it read otherwise: SQL the
+server would read differently (standard_conforming_strings off, a client encoding whose
+characters can swallow a backslash), names whose Parse or Bind the server refused, and a
+portal read in pipelined chunks. Each attack is sent by hand, message by message."""
+
+from __future__ import annotations
+
+from pgwarden.proxy.protocol import messages as m
+from pgwarden.stack import local
+from tests.integration.conftest import TEST_DB, ProxyUnderTest
+from tests.integration.rawpg import RawClient
+
+# With standard_conforming_strings on (how the proxy reads it) one string literal; with it
+# off the literal ends after "a\'" and the server runs the statement hidden behind it.
+HIDDEN = "SELECT 'a\\'', 1; SELECT secret FROM forbidden_table; --'"
+JEWELS = b"the crown jewels"
+
+
+def replies(client: RawClient, *messages: bytes) -> list[tuple[bytes, bytes]]:
+    client.send(b"".join(messages))
+    return client.read_until(b"Z")
+
+
+def error_of(answer: list[tuple[bytes, bytes]]) -> m.ErrorResponse:
+    (error,) = [body for type_, body in answer if type_ == b"E"]
+    return m.parse_error_response(error)
+
+
+def test_a_statement_hidden_by_standard_conforming_strings_off_never_runs(
+    proxy: ProxyUnderTest,
+) -> None:
+    with RawClient(proxy.host, proxy.port) as c:
+        c.login("a", proxy.tokens["agent:reporting"], TEST_DB)
+        answer = replies(c, m.build_query("SET standard_conforming_strings = off"))
+        assert b"S" in [t for t, _ in answer]  # the server reports the change
+        answer = replies(c, m.build_query(HIDDEN))
+        assert JEWELS not in b"".join(body for _, body in answer)
+        error = error_of(answer)
+        assert (error.sqlstate, "standard_conforming_strings is off" in error.message) == (
+            "42501",
+            True,
+        )
+        # Without a backslash both read the same; with the setting back, the literal is one.
+        assert [t for t, _ in replies(c, m.build_query("SELECT 'plain'"))] == [
+            b"T",
+            b"D",
+            b"C",
+            b"Z",
+        ]
+        replies(c, m.build_query("RESET standard_conforming_strings"))
+        answer = replies(c, m.build_query(HIDDEN))
+        assert [t for t, _ in answer] == [b"T", b"D", b"C", b"Z"]
+        assert JEWELS not in b"".join(body for _, body in answer)
+
+
+def test_a_backslash_swallowed_by_a_gbk_character_hides_nothing(proxy: ProxyUnderTest) -> None:
+    # E4 B8 AD is UTF-8 for U+4E2D; in GBK, AD 5C is one character: the backslash is gone
+    # and the quote after it ends the literal.
+    hidden = "SELECT E'\u4e2d\\'', 1; SELECT secret FROM forbidden_table; --'"
+    for startup, set_it in (({"client_encoding": "GBK"}, False), ({}, True)):
+        with RawClient(proxy.host, proxy.port) as c:
+            c.login("a", proxy.tokens["agent:reporting"], TEST_DB, **startup)
+            if set_it:
+                replies(c, m.build_query("SET client_encoding = 'GBK'"))
+            answer = replies(c, m.build_query(hidden))
+            assert JEWELS not in b"".join(body for _, body in answer)
+            assert "client_encoding is GBK" in error_of(answer).message
+            assert [t for t, _ in replies(c, m.build_query("SELECT 'ascii'"))][-2:] == [
+                b"C",
+                b"Z",
+            ]
+
+
+def test_a_backslash_pipelined_behind_a_setting_change_is_refused(proxy: ProxyUnderTest) -> None:
+    with RawClient(proxy.host, proxy.port) as c:
+        c.login("a", proxy.tokens["agent:reporting"], TEST_DB)
+        # Both at once: the proxy reads the second before the server reports the change.
+        c.send(m.build_query("SET standard_conforming_strings = off") + m.build_query(HIDDEN))
+        first, second = c.read_until(b"Z"), c.read_until(b"Z")
+        assert b"E" not in [t for t, _ in first]
+        assert JEWELS not in b"".join(body for _, body in second)
+        assert "statements sent before it have not finished" in error_of(second).message
+
+
+def tls_client(stack: local.Stack, subject: str) -> RawClient:
+    proxy = stack.info["proxy"]
+    c = RawClient(proxy["host"], proxy["port"])
+    c.start_tls(proxy["ca_file"], proxy["host"])
+    c.login(subject, stack.info["tokens"][subject], proxy["database"])
+    return c
+
+
+def test_a_parse_the_server_refused_does_not_change_what_the_statement_runs(
+    stack: local.Stack,
+) -> None:
+    # Bounded at prepare time (LIMIT $2 counts as 0), a bulk read of PII once bound.
+    bulk = "SELECT id, email FROM customers WHERE id > $1 ORDER BY id LIMIT $2"
+    harmless = "SELECT id, status FROM orders WHERE id > $1 ORDER BY id LIMIT $2"
+    with tls_client(stack, "agent:reporting") as c:
+        assert [t for t, _ in replies(c, m.build_parse("s1", bulk), m.build_sync())] == [
+            b"1",
+            b"Z",
+        ]
+        # The server refuses the second Parse (42P05): s1 still runs the first SQL.
+        answer = replies(c, m.build_parse("s1", harmless), m.build_sync())
+        assert error_of(answer).sqlstate == "42P05"
+        answer = replies(
+            c,
+            m.build_bind("", "s1", [b"0", b"2000"]),
+            m.build_execute(""),
+            m.build_sync(),
+        )
+        assert b"@example" not in b"".join(body for _, body in answer)
+        error = error_of(answer)
+        assert error.sqlstate == "42501"
+        assert "unbounded read" in error.message
+
+
+def test_pipelined_chunks_of_a_portal_share_its_row_limit(stack: local.Stack) -> None:
+    with tls_client(stack, "agent:reporting") as c:  # a row limit of 1,000
+        answer = replies(
+            c,
+            m.build_parse("", "SELECT id, customer_id, total FROM orders ORDER BY id"),
+            m.build_bind("p", ""),
+            *[m.build_execute("p", 600)] * 4,
+            m.build_sync(),
+        )
+        types = [t for t, _ in answer]
+        assert types.count(b"D") == 1000
+        assert error_of(answer).sqlstate == "54000"
