@@ -172,6 +172,70 @@ test_allow_filter_on_column_read_in_clear if {
 	count(verdicts(fx.reporting, probe("created_at"))) == 0
 }
 
+# SELECT string_agg(s.k || '@' || p, ',') FROM (SELECT id::text AS k, email AS e FROM
+# customers WHERE id > $1 UNION ALL SELECT 'L' || i, ...) s, generate_series(1, 40) p
+# WHERE true GROUP BY substr(s.e, p, 1) LIMIT 100, as the analyzer describes it: each
+# group names the customers whose e-mail has one character at one position.
+group_by_character := {
+	"relations": [fx.relation("customers", "read")],
+	"columns": [
+		fx.column("customers", "email", "group"),
+		fx.column("customers", "id", "filter"),
+		fx.column("customers", "id", "output"),
+	],
+	"outputs": [{"name": "string_agg", "sources": ["public.customers.id"], "direct": false}],
+	"functions": ["pg_catalog.string_agg", "pg_catalog.substr"],
+	"has_where": true, "limit": 100,
+}
+
+test_deny_grouping_by_protected_column_is_an_oracle if {
+	reason := "exfiltration: public.customers.email in a group clause acts as an oracle on a protected column"
+	verdicts(fx.reporting, group_by_character) == {reason: "deny"}
+	verdicts(fx.etl, group_by_character) == {reason: "deny"}
+}
+
+# DISTINCT ON (phone) and PARTITION BY phone are "group" too; a window ORDER BY is "order".
+test_deny_distinct_on_and_window_clauses_on_protected_columns if {
+	window := {
+		"relations": [fx.relation("customers", "read")],
+		"columns": [
+			fx.column("customers", "full_name", "order"),
+			fx.column("customers", "id", "output"),
+			fx.column("customers", "phone", "group"),
+		],
+		"outputs": [fx.output("customers", "id"), {"name": "rank", "sources": [], "direct": false}],
+		"has_where": true, "limit": 10,
+	}
+	verdicts(fx.reporting, window) == {
+		"exfiltration: public.customers.full_name in a order clause acts as an oracle on a protected column": "deny",
+		"exfiltration: public.customers.phone in a group clause acts as an oracle on a protected column": "deny",
+	}
+}
+
+# A usage the analyzer does not emit today is an oracle as well: only returning a column
+# and writing into it are not.
+test_deny_unknown_usage_of_protected_column if {
+	verdicts(fx.reporting, probe_usage("email", "lookup")) == {
+		"exfiltration: public.customers.email in a lookup clause acts as an oracle on a protected column": "deny",
+	}
+}
+
+probe_usage(column, usage) := object.union(probe(column), {"columns": [
+	fx.column("customers", "id", "output"),
+	fx.column("customers", column, usage),
+]})
+
+test_allow_grouping_by_column_read_in_clear if {
+	count(verdicts(fx.dba, group_by_character)) == 0
+	count(verdicts(fx.reporting, probe_usage("created_at", "group"))) == 0
+}
+
+# The masked read itself is no oracle: output (masked by the proxy) and write.
+test_allow_masked_output_and_write_of_protected_column if {
+	count(verdicts(fx.reporting, probe_usage("email", "output"))) == 0
+	count(verdicts(fx.etl, probe_usage("email", "write"))) == 0
+}
+
 test_deny_nested_copy_inside_explain if {
 	explain := {"command": "EXPLAIN", "nested": [fx.statement(copy_customers)]}
 	verdicts(fx.reporting, explain) == {"exfiltration: COPY public.customers TO STDOUT exports data": "deny"}
