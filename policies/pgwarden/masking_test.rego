@@ -157,3 +157,38 @@ test_deny_unknown_null_mask if {
 	reason := `masking: unknown mask function "null" for public.customers.email in policies/data`
 	{"effect": "deny", "reason": reason, "cache_ttl_s": 60} in outcomes
 }
+
+statistics(name) := {"relations": [{"schema": "pg_catalog", "name": name, "kind": "view", "access": "read"}]}
+
+test_deny_planner_statistics_for_restricted_identities if {
+	every name in data.data.settings.statistics_relations.pg_catalog {
+		reason := sprintf(
+			"masking: pg_catalog.%s holds sample values of classified columns (planner statistics) that no mask covers",
+			[name],
+		)
+		verdicts(fx.reporting, statistics(name)) == {reason: "deny"}
+		verdicts(fx.etl, statistics(name)) == {reason: "deny"}
+	}
+	{"pg_stats", "pg_stats_ext", "pg_stats_ext_exprs", "pg_statistic", "pg_statistic_ext_data"} == {name |
+		some name in data.data.settings.statistics_relations.pg_catalog
+	}
+}
+
+test_allow_planner_statistics_for_dba_and_other_catalog_relations if {
+	verdicts(fx.dba, statistics("pg_stats")) == {}
+	verdicts(fx.reporting, statistics("pg_class")) == {}
+	own_table := {"schema": "public", "name": "pg_stats", "kind": "table", "access": "read"}
+	verdicts(fx.reporting, {"relations": [own_table]}) == {}
+}
+
+# restricted: a profile that masks a class without denying any is restricted too.
+test_deny_restricted_with_masks_only if {
+	probe := {"probe": {"match": {"subjects": ["agent:probe"]}, "denied_classes": [], "masks": {"pii": {"*": "hash"}}}}
+	masking.restricted with input as fx.input_for({"subject": "agent:probe"}, {})
+		with data.data.identities.profiles as probe
+	masking.restricted with input as fx.input_for(fx.reporting, {})
+}
+
+test_allow_unrestricted_dba if {
+	not masking.restricted with input as fx.input_for(fx.dba, {})
+}
