@@ -6,8 +6,9 @@
 #   classified column it reads ("masks": class -> column type -> function, "*" for any
 #   other type). Masks are applied by the proxy to direct outputs only, so an expression
 #   over a masked column (which could undo a partial mask) is denied, and so are values
-#   no mask can reach: the planner statistics views, which hold sample values of every
-#   column.
+#   no mask can reach: a masked column returned by a statement that runs inside a
+#   function (query_to_xml and the other SQL-text functions of data.data.functions) and
+#   the planner statistics views, which hold sample values of every column.
 package pgwarden.masking
 
 import data.pgwarden.facts
@@ -104,6 +105,40 @@ outcomes contains facts.outcome("deny", reason) if {
 	reason := sprintf("masking: an expression over %s would bypass its mask; select the column itself", [ref.column])
 }
 
+# A statement run by a SQL-text function (query_to_xml('SELECT email ...'), ts_stat,
+# table_to_xml) is a nested statement of the statement that calls the function; its rows
+# come back as the function's value (one XML document, a set of lexemes), which has no
+# lineage for the proxy to mask. Ordinary subqueries and CTEs are not nested statements:
+# their columns reach the outer outputs' sources and stay masked. Functions are rolled up
+# from nested statements, so a statement nesting others (a DO body, EXECUTE) that calls
+# such a function anywhere has every masked column of its nested statements refused:
+# stricter than needed, never weaker.
+outcomes contains facts.outcome("deny", reason) if {
+	is_object(input.statement.nested[0]) # see below
+	some statement in facts.statements
+	some nested in statement.nested
+	some function in statement.functions
+	facts.function_name(function) in data.data.functions.sql_text
+	some ref in facts.statement_refs[nested]
+	ref.usage in {"output", "derived"}
+	count(mask_functions(ref.column)) > 0
+	reason := sprintf(
+		"masking: %s is read by a statement that %s runs; the mask cannot follow into the function's output",
+		[ref.column, function],
+	)
+}
+
+# SQL-text functions whose text the analyzer does not read (ts_rewrite's query): what
+# they return cannot be judged at all. input.statement.functions has the functions of
+# the nested statements too (the analyzer rolls them up), so the top level is enough.
+outcomes contains facts.outcome("deny", reason) if {
+	is_string(input.statement.functions[0]) # see below
+	some function in input.statement.functions
+	facts.function_name(function) in data.data.functions.sql_text_unanalyzed
+	restricted
+	reason := sprintf("masking: %s runs SQL text that is not analyzed; no mask can follow into its output", [function])
+}
+
 # pg_stats and the other planner statistics views (data.data.settings.statistics_relations,
 # names by schema) return most_common_vals and histogram_bounds: real values of every
 # analyzed column, classified ones included, as arrays no mask covers. Relations are
@@ -119,9 +154,14 @@ outcomes contains facts.outcome("deny", reason) if {
 	)
 }
 
-# Cost (opa bench on the reference agent:reporting read of public.customers): the names
-# are keyed by schema so that public.customers fails at one lookup (+8 allocations per
-# decision, against +35 for building every relation's qualified name first).
+# Cost (opa bench on the reference agent:reporting read, which nests nothing and calls
+# no function): a first expression that indexes input ("nested[0]", "functions[0]") is
+# undefined for it and costs nothing; "nested != []", "count(nested) > 0" or iterating
+# facts.statements first cost 10-30 allocations per decision each. Keep is_object /
+# is_string: with a bare "input.statement.nested[0]" (which OPA 1.22 indexes like "== true")
+# the rule never fired for a real nested statement (measured). The relation names
+# are keyed by schema so that public.customers fails at one lookup (+8 allocations,
+# against +35 for building every relation's qualified name).
 
 outcomes contains facts.outcome("deny", reason) if {
 	unknown_mask_function

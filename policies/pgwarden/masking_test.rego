@@ -158,6 +158,127 @@ test_deny_unknown_null_mask if {
 	{"effect": "deny", "reason": reason, "cache_ttl_s": 60} in outcomes
 }
 
+# SELECT query_to_xml('SELECT email, phone FROM customers WHERE id = 42 LIMIT 1', true,
+# false, '') WHERE true LIMIT 1, as the analyzer describes it: the inner statement is
+# nested, its relations, columns and functions rolled up into the outer one, whose only
+# output (the XML document) has no sources.
+inner_contact := fx.statement({
+	"relations": [fx.relation("customers", "read")],
+	"columns": [
+		fx.column("customers", "email", "output"),
+		fx.column("customers", "id", "filter"),
+		fx.column("customers", "phone", "output"),
+	],
+	"outputs": [fx.output("customers", "email"), fx.output("customers", "phone")],
+	"has_where": true, "limit": 1,
+})
+
+run_inside(function, inner) := {
+	"relations": inner.relations,
+	"columns": inner.columns,
+	"outputs": [{"name": "xml", "sources": [], "direct": false}],
+	"functions": array.concat([function], inner.functions),
+	"has_where": true, "limit": 1,
+	"nested": [inner],
+}
+
+cannot_follow(column, function) := sprintf(
+	"masking: %s is read by a statement that %s runs; the mask cannot follow into the function's output",
+	[column, function],
+)
+
+test_deny_masked_column_returned_through_query_to_xml if {
+	verdicts(fx.reporting, run_inside("pg_catalog.query_to_xml", inner_contact)) == {
+		cannot_follow("public.customers.email", "pg_catalog.query_to_xml"): "deny",
+		cannot_follow("public.customers.phone", "pg_catalog.query_to_xml"): "deny",
+		"masking: public.customers.email is returned masked with partial_email": "mask",
+		"masking: public.customers.phone is returned masked with last4": "mask",
+	}
+	verdicts(fx.etl, run_inside("pg_catalog.query_to_xml_and_xmlschema", inner_contact)) == {
+		cannot_follow("public.customers.email", "pg_catalog.query_to_xml_and_xmlschema"): "deny",
+		cannot_follow("public.customers.phone", "pg_catalog.query_to_xml_and_xmlschema"): "deny",
+		"masking: public.customers.email is returned masked with hash": "mask",
+		"masking: public.customers.phone is returned masked with hash": "mask",
+	}
+}
+
+# ts_stat('SELECT to_tsvector(email) FROM customers'): derived, and inside the function.
+test_deny_masked_column_inside_ts_stat if {
+	inner := fx.statement({
+		"relations": [fx.relation("customers", "read")],
+		"columns": [fx.column("customers", "email", "output")],
+		"outputs": [fx.derived("customers", "email")],
+		"functions": ["pg_catalog.to_tsvector"],
+	})
+	verdicts(fx.reporting, run_inside("pg_catalog.ts_stat", inner)) == {
+		cannot_follow("public.customers.email", "pg_catalog.ts_stat"): "deny",
+		"masking: an expression over public.customers.email would bypass its mask; select the column itself": "deny",
+		"masking: public.customers.email is returned masked with partial_email": "mask",
+	}
+}
+
+# The statement a function runs may be nested deeper: EXPLAIN ANALYZE SELECT query_to_xml(...).
+test_deny_masked_column_through_a_function_in_a_nested_statement if {
+	select := fx.statement(run_inside("pg_catalog.query_to_xml", inner_contact))
+	explain := object.union(run_inside("pg_catalog.query_to_xml", inner_contact), {
+		"command": "EXPLAIN", "outputs": [], "nested": [select],
+	})
+	denied := {reason | some reason, "deny" in verdicts(fx.reporting, explain)}
+	denied == {
+		cannot_follow("public.customers.email", "pg_catalog.query_to_xml"),
+		cannot_follow("public.customers.phone", "pg_catalog.query_to_xml"),
+	}
+}
+
+test_allow_query_to_xml_for_dba_and_over_unclassified_columns if {
+	verdicts(fx.dba, run_inside("pg_catalog.query_to_xml", inner_contact)) == {}
+	inner_orders := fx.statement({
+		"relations": [fx.relation("orders", "read")],
+		"columns": [fx.column("orders", "total", "output")],
+		"outputs": [fx.output("orders", "total")],
+	})
+	verdicts(fx.reporting, run_inside("pg_catalog.query_to_xml", inner_orders)) == {}
+}
+
+# Statements whose rows the proxy does see stay masked: a CTE or subquery (not a nested
+# statement: its columns are the outer outputs' sources), PREPARE (its rows come back
+# through EXECUTE), and a function call beside a masked column of the outer statement.
+test_allow_masked_column_of_cte_subquery_and_prepare_stays_masked if {
+	cte := {
+		"relations": [fx.relation("customers", "read")],
+		"columns": [fx.column("customers", "email", "output"), fx.column("customers", "id", "filter")],
+		"outputs": [{"name": "e", "sources": ["public.customers.email"], "direct": true}],
+		"has_where": true, "limit": 1,
+	}
+	masked := {"masking: public.customers.email is returned masked with partial_email": "mask"}
+	verdicts(fx.reporting, cte) == masked
+	prepare := object.union(run_inside("pg_catalog.query_to_xml", inner_contact), {
+		"command": "PREPARE", "outputs": [], "functions": [],
+	})
+	verdicts(fx.reporting, prepare) == object.union(masked, {
+		"masking: public.customers.phone is returned masked with last4": "mask",
+	})
+	inner_orders := fx.statement({"relations": [fx.relation("orders", "read")]})
+	beside := object.union(cte, {"functions": ["pg_catalog.query_to_xml"], "nested": [inner_orders]})
+	verdicts(fx.reporting, beside) == masked
+}
+
+ts_rewrite := {
+	"functions": ["pg_catalog.ts_rewrite"],
+	"outputs": [{"name": "ts_rewrite", "sources": [], "direct": false}],
+}
+
+test_deny_ts_rewrite_runs_unanalyzed_sql_text if {
+	reason := "masking: pg_catalog.ts_rewrite runs SQL text that is not analyzed; no mask can follow into its output"
+	verdicts(fx.reporting, ts_rewrite) == {reason: "deny"}
+	verdicts(fx.etl, ts_rewrite) == {reason: "deny"}
+}
+
+test_allow_ts_rewrite_for_dba_and_other_functions if {
+	verdicts(fx.dba, ts_rewrite) == {}
+	verdicts(fx.reporting, {"functions": ["pg_catalog.to_tsquery"]}) == {}
+}
+
 statistics(name) := {"relations": [{"schema": "pg_catalog", "name": name, "kind": "view", "access": "read"}]}
 
 test_deny_planner_statistics_for_restricted_identities if {

