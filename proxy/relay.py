@@ -118,8 +118,26 @@ class StatementAnalyzer(Protocol):
         of it would be; None for an empty statement."""
         ...
 
-    def completed(self, analysis: Analyzed) -> None:
-        """The server completed the statement: apply its session effects."""
+    def completed(self, analysis: Analyzed, *, rolled_back: bool = False) -> None:
+        """The server completed the statement: apply its session effects
+        (``rolled_back``: its CommandComplete said ROLLBACK, as for COMMIT of a failed
+        transaction block)."""
+        ...
+
+    def ready(self, status: str, *, failed: bool) -> None:
+        """ReadyForQuery with transaction ``status``; ``failed``: the server reported an
+        error since the last one."""
+        ...
+
+    def portal_bound(
+        self,
+        portal: str,
+        sql: str | None,
+        params: Sequence[bytes | None],
+        param_formats: Sequence[int],
+    ) -> None:
+        """The server confirmed a Bind of named ``portal`` to ``sql`` (None: a statement
+        the client did not Parse, or one not known yet): SQL FETCH can read from it."""
         ...
 
     def parameter_status(self, name: str, value: str) -> None:
@@ -351,6 +369,7 @@ class RelayCore:
         self._syncs_sent = 0
         self._rfq_received = 0
         self._limit_segment = -1  # the segment whose row-limit error the client has
+        self._failed = False  # an ErrorResponse since the last ReadyForQuery
         # What the server will answer, in order (pgdog's state.rs): executions, Describes
         # and Sync boundaries. ``_head`` caches the first entry when it is an Execution.
         self._replies: deque[_Reply] = deque()
@@ -837,6 +856,8 @@ class RelayCore:
             while self._denials and self._denials[0].sync_seq < self._rfq_received:
                 self._denials.popleft()  # the server failed earlier; PostgreSQL would too
             self._end_segment()
+            self.analyzer.ready(self.tx_status, failed=self._failed)
+            self._failed = False
             if self.tx_status == "I" and self._portals:
                 # Portals live until their transaction ends; the name may be a cursor's next.
                 self._portals.clear()
@@ -858,7 +879,7 @@ class RelayCore:
             tag = body.rstrip(b"\0").rsplit(b" ", 1)
             if len(tag) == 2 and tag[1].isdigit():
                 head.rows_affected = int(tag[1])
-            return self._finish(head, "complete")
+            return self._finish(head, "complete", rolled_back=tag[0] == b"ROLLBACK")
         if type_ == _PORTAL_SUSPENDED:
             return self._finish(head, "suspended")
         if type_ == _EMPTY_QUERY:
@@ -923,8 +944,13 @@ class RelayCore:
         else:
             self._portals[name] = value
             self._portal_rows.pop(name, None)
+            if name:
+                sql, bind = value
+                known = None if sql == _UNSETTLED_SQL else sql
+                self.analyzer.portal_bound(name, known, bind.params, bind.param_formats)
 
     def _error(self, body: bytes) -> bytes | None:
+        self._failed = True
         # The server skips the rest of the segment: its Parses and Binds never happen.
         unconfirmed, segment = self._unconfirmed, self._rfq_received
         while unconfirmed and unconfirmed[0][0] <= segment:
@@ -951,11 +977,13 @@ class RelayCore:
             self._skip(self._pop_reply())
         return replacement
 
-    def _finish(self, execution: Execution, status: str) -> bytes | None:
+    def _finish(
+        self, execution: Execution, status: str, *, rolled_back: bool = False
+    ) -> bytes | None:
         """``execution`` ended with ``status``; when its row limit was reached, returns
         the row-limit error that replaces the message that ended it (b"": dropped)."""
         if status == "complete":
-            self.analyzer.completed(execution.analysis)
+            self.analyzer.completed(execution.analysis, rolled_back=rolled_back)
         if execution.portal is not None:
             if status == "suspended":
                 self._portal_rows[execution.portal] = execution.offset + execution.rows

@@ -88,6 +88,20 @@ class SessionStatements:
     def parameter_status(self, name: str, value: str) -> None:
         self.state.parameter_status(name, value)
 
-    def completed(self, analysis: Analyzed) -> None:
+    def completed(self, analysis: Analyzed, *, rolled_back: bool = False) -> None:
         if isinstance(analysis, AnalyzedStatement):
-            self.state.apply(analysis)
+            self.state.apply(analysis, rolled_back=rolled_back)
+
+    def ready(self, status: str, *, failed: bool) -> None:
+        self.state.ready(status, failed=failed)
+
+    def portal_bound(
+        self,
+        portal: str,
+        sql: str | None,
+        params: Sequence[bytes | None],
+        param_formats: Sequence[int],
+    ) -> None:
+        analysis = None if sql is None else self.execution(sql, params, param_formats)
+        query = analysis.prepared() if isinstance(analysis, AnalyzedStatement) else None
+        self.state.bind_portal(portal, query)

@@ -11,10 +11,11 @@ How the proxy uses it::
         analyzed.parse_error    # ParseErrorInfo(message, position) or None
         ...decide, forward...
         state.apply(analyzed)   # only after the upstream completed it
+    state.ready(status, failed=...)  # ReadyForQuery: undoes what a failed transaction did
 
     # Parse (extended protocol): one statement with $n placeholders
     [parsed] = analyzer.analyze_query(sql, state, "extended")
-    state.register_prepared(name, parsed)             # named statements only
+    state.register_prepared(name, parsed)             # named, once the server confirmed it
     # Bind: the LIMIT, when it is a parameter, is filled from the parameter values
     bound = parsed.bind(values, format_codes)         # parsed.limit_param says which $n
 

@@ -298,7 +298,10 @@ class SessionAnalysisState:
     ParameterStatus and successful SETs), prepared statements and cursors by name.
 
     Nothing here changes until the proxy calls :meth:`apply` for a statement the upstream
-    completed: a denied or failed statement leaves the session as it was."""
+    completed: a denied or failed statement leaves the session as it was. What a
+    transaction changed (the search path, created relations, cursors) is undone as the
+    server undoes it: at ROLLBACK, at a COMMIT the server reports as ROLLBACK, at ROLLBACK
+    TO SAVEPOINT, and when an implicit transaction fails (:meth:`ready`)."""
 
     def __init__(
         self,
@@ -312,14 +315,17 @@ class SessionAnalysisState:
         self._default = sqltext.split_search_path(search_path)
         self._session = self._default
         self._local: tuple[str, ...] | None = None
-        self._saved: tuple[str, ...] | None = None
         self.search_path_known = True
         self.in_transaction = False
-        self.prepared: dict[str, PreparedQuery] = {}
+        self.prepared: dict[str, PreparedQuery] = {}  # not transactional
         self.cursors: dict[str, PreparedQuery] = {}
+        self._transaction_cursors: set[str] = set()  # those that end with the transaction
         #: relations created by this session that the catalog does not have
         self.created: dict[tuple[str, str], CreatedRelation] = {}
-        self._created_in_transaction: list[tuple[str, str]] = []
+        # The transactional state as the current transaction found it (None: unchanged
+        # since), and at each savepoint, innermost last.
+        self._before: _Snapshot | None = None
+        self._savepoints: list[tuple[str, _Snapshot]] = []
         self._created_version = 0
         self.catalog_version = analyzer.catalog_version
         self.search_path_key: tuple[Any, ...] = ()
@@ -360,16 +366,61 @@ class SessionAnalysisState:
             self.search_path_known = True
             self._update_key()
 
-    def apply(self, analyzed: AnalyzedStatement) -> None:
-        """Apply a statement's effects after the upstream completed it successfully."""
+    def apply(self, analyzed: AnalyzedStatement, *, rolled_back: bool = False) -> None:
+        """Apply a statement's effects after the upstream completed it successfully
+        (``rolled_back``: its CommandComplete said ROLLBACK)."""
         for effect in analyzed.effects:
-            self._apply(effect)
+            # COMMIT of a failed transaction block rolls it back
+            self._apply(_ROLLBACK if effect.kind == "commit" and rolled_back else effect)
         if analyzed.changes_catalog:
             self.analyzer.schema_changed = True
         self._update_key()
 
+    def ready(self, status: str, *, failed: bool) -> None:
+        """ReadyForQuery with transaction ``status``; ``failed``: an error since the one
+        before. Out of any transaction block after an error, the implicit transaction (a
+        multi-statement query, an extended-protocol batch up to Sync) was rolled back;
+        out of it otherwise, it committed."""
+        if status == "I" and (self._before is not None or self._transaction_cursors):
+            self._end_transaction(committed=not failed)
+            self._update_key()
+
+    def _snapshot(self) -> _Snapshot:
+        return (
+            self._session,
+            self._local,
+            self.search_path_known,
+            dict(self.created),
+            dict(self.cursors),
+            frozenset(self._transaction_cursors),
+        )
+
+    def _restore(self, snapshot: _Snapshot) -> None:
+        self._session, self._local, self.search_path_known = snapshot[:3]
+        self.created, self.cursors = dict(snapshot[3]), dict(snapshot[4])
+        self._transaction_cursors = set(snapshot[5])
+        self._created_version += 1
+
+    def _changing(self) -> None:
+        """A transactional change is about to apply: keep what the transaction found."""
+        if self._before is None:
+            self._before = self._snapshot()
+
+    def _end_transaction(self, *, committed: bool) -> None:
+        if not committed and self._before is not None:
+            self._restore(self._before)
+        for name in self._transaction_cursors:
+            self.cursors.pop(name, None)
+        self._transaction_cursors.clear()
+        self._before = None
+        self._savepoints.clear()
+        self._local = None
+        self.in_transaction = False
+
     def _apply(self, effect: SessionEffect) -> None:
         kind = effect.kind
+        if kind in _TRANSACTIONAL:
+            self._changing()
         if kind == "search_path":
             value = (
                 self._default if effect.value is None else sqltext.split_search_path(effect.value)
@@ -384,24 +435,22 @@ class SessionAnalysisState:
         elif kind == "unknown_search_path":
             self.search_path_known = False
         elif kind == "begin":
-            if not self.in_transaction:
-                self.in_transaction = True
-                self._saved = self._session
+            self.in_transaction = True
         elif kind in ("commit", "rollback"):
-            if kind == "rollback":
-                if self._saved is not None:
-                    self._session = self._saved
-                for key in self._created_in_transaction:
-                    self.created.pop(key, None)
-                self._created_version += 1
-            self._created_in_transaction = []
-            self._local = None
-            self._saved = None
-            self.in_transaction = False
+            self._end_transaction(committed=kind == "commit")
+        elif kind == "savepoint" and effect.name is not None:
+            self._savepoints.append((effect.name, self._snapshot()))
+        elif kind in ("release", "rollback_to"):
+            names = [name for name, _ in self._savepoints]
+            if effect.name in names:
+                at = len(names) - 1 - names[::-1].index(effect.name)
+                if kind == "rollback_to":
+                    self._restore(self._savepoints[at][1])
+                    del self._savepoints[at + 1 :]  # the savepoint itself stays
+                else:
+                    del self._savepoints[at:]
         elif apply_relation_effect(self.created, effect):
             self._created_version += 1
-            if effect.relation is not None and self.in_transaction:
-                self._created_in_transaction.append(effect.relation.key)
             if len(self.created) > MAX_CREATED_RELATIONS:
                 # memory stays bounded; name resolution is then no longer trusted
                 self.created.clear()
@@ -410,6 +459,8 @@ class SessionAnalysisState:
             self.prepared[effect.name] = effect.query
         elif kind == "declare" and effect.name is not None and effect.query is not None:
             self.cursors[effect.name] = effect.query
+            if effect.local:  # not WITH HOLD: it ends with its transaction
+                self._transaction_cursors.add(effect.name)
         elif kind == "deallocate":
             if effect.name is None:
                 self.prepared.clear()
@@ -421,6 +472,17 @@ class SessionAnalysisState:
             else:
                 self.cursors.pop(effect.name, None)
 
+    def bind_portal(self, name: str, query: PreparedQuery | None) -> None:
+        """An extended-protocol Bind of portal ``name`` (SQL FETCH reads from it), to
+        ``query`` (None: a statement analysis does not know)."""
+        self._changing()
+        if query is None:
+            self.cursors.pop(name, None)
+        else:
+            self.cursors[name] = query
+        self._transaction_cursors.add(name)
+        self._update_key()
+
     def register_prepared(self, name: str, analyzed: AnalyzedStatement) -> None:
         """A named statement from an extended-protocol Parse (SQL EXECUTE can run it)."""
         if name:
@@ -429,6 +491,22 @@ class SessionAnalysisState:
     def forget_prepared(self, name: str) -> None:
         """Close (statement) from the extended protocol."""
         self.prepared.pop(name, None)
+
+
+# The transactional state: search path (session, local, known), created relations,
+# cursors and the cursors that end with the transaction.
+_Snapshot = tuple[
+    tuple[str, ...],
+    tuple[str, ...] | None,
+    bool,
+    dict[tuple[str, str], CreatedRelation],
+    dict[str, PreparedQuery],
+    frozenset[str],
+]
+_TRANSACTIONAL = frozenset(
+    {"search_path", "unknown_search_path", "created", "dropped", "discard_temp", "declare", "close"}
+)
+_ROLLBACK = SessionEffect("rollback")
 
 
 def empty_facts(

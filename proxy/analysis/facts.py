@@ -36,6 +36,7 @@ Source = tuple[str, str]
 #: The largest value of a FETCH count: ``FETCH ALL``.
 FETCH_ALL = 9223372036854775807
 _MAX_VIEW_DEPTH = 8
+_CURSOR_OPT_HOLD = 0x0020  # DeclareCursorStmt.options: WITH HOLD
 _MAX_NESTING = 16
 
 #: Functions (pg_catalog) that run the SQL text in their argument at that position, with
@@ -109,8 +110,9 @@ class SessionEffect:
     """A change to session state that a statement makes when it succeeds.
 
     ``kind``: ``search_path`` (``value``; ``None`` = back to the session default),
-    ``prepare``/``declare`` (``name``, ``query``), ``deallocate``/``close`` (``name``;
-    ``None`` = all), ``begin``, ``commit``, ``rollback``, ``unknown_search_path``,
+    ``prepare``/``declare`` (``name``, ``query``; for ``declare``, ``local``: not WITH
+    HOLD), ``deallocate``/``close`` (``name``; ``None`` = all), ``begin``, ``commit``,
+    ``rollback``, ``savepoint``/``release``/``rollback_to`` (``name``), ``unknown_search_path``,
     ``created`` (``relation``), ``dropped`` (``name``: ``schema.relation``),
     ``discard_temp``."""
 
@@ -1654,9 +1656,13 @@ class Walker:
             "TRANS_STMT_COMMIT": "commit",
             "TRANS_STMT_ROLLBACK": "rollback",
             "TRANS_STMT_PREPARE": "commit",
+            "TRANS_STMT_SAVEPOINT": "savepoint",
+            "TRANS_STMT_RELEASE": "release",
+            "TRANS_STMT_ROLLBACK_TO": "rollback_to",
         }.get(kind)
         if effect:
-            self.facts.effects.append(SessionEffect(effect))
+            name = body.get("savepoint_name")
+            self.facts.effects.append(SessionEffect(effect, name=str(name) if name else None))
 
     def st_do(self, body: Node, start: int, end: int, scope: Scope | None) -> None:
         facts = self.facts
@@ -1787,6 +1793,7 @@ class Walker:
             SessionEffect(
                 "declare",
                 name=str(body.get("portalname", "")),
+                local=not int(body.get("options", 0)) & _CURSOR_OPT_HOLD,
                 query=PreparedQuery(document, child.limit_param),
             )
         )

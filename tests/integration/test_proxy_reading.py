@@ -128,3 +128,53 @@ def test_pipelined_chunks_of_a_portal_share_its_row_limit(stack: local.Stack) ->
         types = [t for t, _ in answer]
         assert types.count(b"D") == 1000
         assert error_of(answer).sqlstate == "54000"
+
+
+CLEAR_EMAIL = b"radia.allen42@example.com"  # customer 42's, masked for agent:reporting
+READ_42 = "SELECT id, email FROM customers WHERE id = 42 LIMIT 1"
+
+
+def simple(client: RawClient, *sqls: str) -> list[tuple[bytes, bytes]]:
+    answer: list[tuple[bytes, bytes]] = []
+    for sql in sqls:
+        answer += replies(client, m.build_query(sql))
+    return answer
+
+
+def test_the_search_path_follows_what_the_server_undid(stack: local.Stack) -> None:
+    undo = {
+        "ROLLBACK TO SAVEPOINT": (
+            "BEGIN",
+            "SAVEPOINT s",
+            "SET search_path = pg_catalog",
+            "ROLLBACK TO SAVEPOINT s",
+        ),
+        "a failed implicit transaction": ("SET search_path = pg_catalog; SELECT 1/0",),
+        "COMMIT of a failed block": (
+            "BEGIN",
+            "SET search_path = pg_catalog",
+            "SELECT 1/0",
+            "COMMIT",
+        ),
+    }
+    for how, sqls in undo.items():
+        with tls_client(stack, "agent:reporting") as c:
+            simple(c, *sqls)
+            answer = simple(c, READ_42)
+            rows = [body for type_, body in answer if type_ == b"D"]
+            assert len(rows) == 1, how
+            assert CLEAR_EMAIL not in rows[0], how  # public.customers, masked
+
+
+def test_sql_fetch_from_a_protocol_portal_is_decided_as_its_statement(stack: local.Stack) -> None:
+    with tls_client(stack, "agent:reporting") as c:
+        # A cursor named c ends with its transaction ...
+        simple(c, "BEGIN", "DECLARE c CURSOR FOR SELECT id, status FROM orders", "COMMIT")
+        simple(c, "BEGIN")
+        # ... and a portal bound under its name is what FETCH reads.
+        replies(c, m.build_parse("", READ_42), m.build_bind("c", ""), m.build_sync())
+        answer = simple(c, "FETCH 1 FROM c")
+        rows = [body for type_, body in answer if type_ == b"D"]
+        assert len(rows) == 1
+        assert CLEAR_EMAIL not in rows[0]
+        simple(c, "ROLLBACK")

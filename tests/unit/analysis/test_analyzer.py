@@ -10,7 +10,7 @@ from analysis_corpus import CATALOG
 from hypothesis import given, settings
 from hypothesis import strategies as st
 
-from pgwarden.proxy.analysis import Analyzer, catalog_of
+from pgwarden.proxy.analysis import Analyzer, SessionAnalysisState, catalog_of
 from pgwarden.proxy.analysis.document import problems
 
 
@@ -183,6 +183,65 @@ def test_set_local_lasts_until_the_transaction_ends_and_rollback_restores() -> N
     assert state.search_path == ("analytics",)
     state.apply(one(analyzer, state, "ROLLBACK"))
     assert state.search_path == ("$user", "public")
+
+
+def run(
+    analyzer: Analyzer,
+    state: SessionAnalysisState,
+    *sqls: str,
+    status: str = "",
+    failed: bool = False,
+) -> None:
+    """Statements the server completed, then (``status``) its ReadyForQuery."""
+    for sql in sqls:
+        state.apply(one(analyzer, state, sql))
+    if status:
+        state.ready(status, failed=failed)
+
+
+def test_rollback_to_savepoint_undoes_what_followed_the_savepoint() -> None:
+    analyzer = Analyzer(CATALOG)
+    state = analyzer.new_session()
+    run(analyzer, state, "BEGIN", "SET search_path = analytics", "SAVEPOINT a", status="T")
+    run(analyzer, state, "SET search_path = pg_catalog", "SAVEPOINT b", "SET search_path = x")
+    run(analyzer, state, "ROLLBACK TO SAVEPOINT b", status="T")
+    assert state.search_path == ("pg_catalog",)
+    run(analyzer, state, "ROLLBACK TO SAVEPOINT a", status="T")
+    assert state.search_path == ("analytics",)
+    run(analyzer, state, "RELEASE a", "COMMIT", status="I")
+    assert state.search_path == ("analytics",)
+
+
+def test_a_failed_implicit_transaction_undoes_its_set() -> None:
+    analyzer = Analyzer(CATALOG)
+    state = analyzer.new_session()
+    # SET search_path = pg_catalog; SELECT 1/0 -- the SET completed, the string failed
+    run(analyzer, state, "SET search_path = pg_catalog", status="I", failed=True)
+    assert state.search_path == ("$user", "public")
+    # ... but what a COMMIT in the string committed stays.
+    run(analyzer, state, "BEGIN", "SET search_path = analytics", "COMMIT", status="I", failed=True)
+    assert state.search_path == ("analytics",)
+    run(analyzer, state, "SET search_path = pg_catalog", status="I")
+    assert state.search_path == ("pg_catalog",)
+
+
+def test_commit_of_a_failed_block_rolls_it_back() -> None:
+    analyzer = Analyzer(CATALOG)
+    state = analyzer.new_session()
+    run(analyzer, state, "BEGIN", "SET search_path = pg_catalog", status="E", failed=True)
+    state.apply(one(analyzer, state, "COMMIT"), rolled_back=True)  # the server said ROLLBACK
+    state.ready("I", failed=False)
+    assert state.search_path == ("$user", "public")
+
+
+def test_cursors_without_hold_end_with_their_transaction() -> None:
+    analyzer = Analyzer(CATALOG)
+    state = analyzer.new_session()
+    run(analyzer, state, "BEGIN", "DECLARE c CURSOR FOR SELECT id FROM orders")
+    run(analyzer, state, "DECLARE h CURSOR WITH HOLD FOR SELECT id FROM orders")
+    run(analyzer, state, "COMMIT", status="I")
+    assert set(state.cursors) == {"h"}
+    assert one(analyzer, state, "FETCH ALL c").facts["unresolved"] is True
 
 
 def test_parameter_status_sets_the_search_path() -> None:

@@ -34,7 +34,13 @@ class WordAnalyzer:
     def closed(self, name: str) -> None:
         pass
 
-    def completed(self, analysis: object) -> None:
+    def completed(self, analysis: object, *, rolled_back: bool = False) -> None:
+        pass
+
+    def ready(self, status: str, *, failed: bool) -> None:
+        pass
+
+    def portal_bound(self, portal: str, sql: str | None, params: object, formats: object) -> None:
         pass
 
     def parameter_status(self, name: str, value: str) -> None:
