@@ -41,7 +41,7 @@ _ROW_DESCRIPTION, _NO_DATA = ord("T"), ord("n")
 _READY_FOR_QUERY, _ERROR = ord("Z"), ord("E")
 _COMMAND_COMPLETE, _PORTAL_SUSPENDED, _EMPTY_QUERY = ord("C"), ord("s"), ord("I")
 _COPY_DONE = ord("c")
-_PARSE_COMPLETE, _BIND_COMPLETE = ord("1"), ord("2")
+_CONFIRMATIONS = frozenset({ord("1"), ord("2")})  # ParseComplete, BindComplete
 _PARAMETER_STATUS = ord("S")
 # Client encodings whose bytes the proxy reads as the server does: it decodes SQL as UTF-8.
 # Under others a multibyte character can end in the byte of a backslash (GBK, SJIS, BIG5)
@@ -63,8 +63,6 @@ _INSPECTED = frozenset(
         _PORTAL_SUSPENDED,
         _EMPTY_QUERY,
         _COPY_DONE,
-        _PARSE_COMPLETE,
-        _BIND_COMPLETE,
         _PARAMETER_STATUS,
     }
 )
@@ -817,6 +815,12 @@ class RelayCore:
                     self._server_skip = total - (n - pos)
                     pos = n
                 continue
+            if type_ in _CONFIRMATIONS:  # no body: nothing to cut out
+                if n - pos < total:
+                    break
+                self._confirm()
+                pos += total
+                continue
             if type_ in _INSPECTED or type_ in _ROW_TYPES:
                 if length > self.max_message_size:
                     raise m.ProtocolViolation(f"server message of {length} bytes is too large")
@@ -862,9 +866,6 @@ class RelayCore:
                 # Portals live until their transaction ends; the name may be a cursor's next.
                 self._portals.clear()
                 self._portal_rows.clear()
-            return None
-        if type_ in (_PARSE_COMPLETE, _BIND_COMPLETE):
-            self._confirm()
             return None
         if type_ == _PARAMETER_STATUS:
             status = m.parse_parameter_status(body)
