@@ -106,13 +106,13 @@ outcomes contains facts.outcome("deny", reason) if {
 }
 
 # A statement run by a SQL-text function (query_to_xml('SELECT email ...'), ts_stat,
-# table_to_xml) is a nested statement of the statement that calls the function; its rows
-# come back as the function's value (one XML document, a set of lexemes), which has no
-# lineage for the proxy to mask. Ordinary subqueries and CTEs are not nested statements:
-# their columns reach the outer outputs' sources and stay masked. Functions are rolled up
-# from nested statements, so a statement nesting others (a DO body, EXECUTE) that calls
-# such a function anywhere has every masked column of its nested statements refused:
-# stricter than needed, never weaker.
+# ts_rewrite(query, 'SELECT ...'), table_to_xml) is a nested statement of the statement
+# that calls the function; its rows come back as the function's value (one XML document,
+# a set of lexemes, a rewritten tsquery), which has no lineage for the proxy to mask.
+# Ordinary subqueries and CTEs are not nested statements: their columns reach the outer
+# outputs' sources and stay masked. Functions are rolled up from nested statements, so a
+# statement nesting others (a DO body, EXECUTE) that calls such a function anywhere has
+# every masked column of its nested statements refused: stricter than needed, never weaker.
 outcomes contains facts.outcome("deny", reason) if {
 	is_object(input.statement.nested[0]) # see below
 	some statement in facts.statements
@@ -126,17 +126,6 @@ outcomes contains facts.outcome("deny", reason) if {
 		"masking: %s is read by a statement that %s runs; the mask cannot follow into the function's output",
 		[ref.column, function],
 	)
-}
-
-# SQL-text functions whose text the analyzer does not read (ts_rewrite's query): what
-# they return cannot be judged at all. input.statement.functions has the functions of
-# the nested statements too (the analyzer rolls them up), so the top level is enough.
-outcomes contains facts.outcome("deny", reason) if {
-	is_string(input.statement.functions[0]) # see below
-	some function in input.statement.functions
-	facts.function_name(function) in data.data.functions.sql_text_unanalyzed
-	restricted
-	reason := sprintf("masking: %s runs SQL text that is not analyzed; no mask can follow into its output", [function])
 }
 
 # pg_stats and the other planner statistics views (data.data.settings.statistics_relations,
@@ -155,13 +144,13 @@ outcomes contains facts.outcome("deny", reason) if {
 }
 
 # Cost (opa bench on the reference agent:reporting read, which nests nothing and calls
-# no function): a first expression that indexes input ("nested[0]", "functions[0]") is
-# undefined for it and costs nothing; "nested != []", "count(nested) > 0" or iterating
-# facts.statements first cost 10-30 allocations per decision each. Keep is_object /
-# is_string: with a bare "input.statement.nested[0]" (which OPA 1.22 indexes like "== true")
-# the rule never fired for a real nested statement (measured). The relation names
-# are keyed by schema so that public.customers fails at one lookup (+8 allocations,
-# against +35 for building every relation's qualified name).
+# no function): a first expression that indexes input ("nested[0]") is undefined for it
+# and costs nothing; "nested != []", "count(nested) > 0" or iterating facts.statements
+# first cost 10-30 allocations per decision each. Keep is_object: with a bare
+# "input.statement.nested[0]" (which OPA 1.22 indexes like "== true") the rule never
+# fired for a real nested statement (measured). The relation names are keyed by schema
+# so that public.customers fails at one lookup (+8 allocations, against +35 for building
+# every relation's qualified name).
 
 outcomes contains facts.outcome("deny", reason) if {
 	unknown_mask_function

@@ -263,20 +263,47 @@ test_allow_masked_column_of_cte_subquery_and_prepare_stays_masked if {
 	verdicts(fx.reporting, beside) == masked
 }
 
-ts_rewrite := {
-	"functions": ["pg_catalog.ts_rewrite"],
+# SELECT ts_rewrite('a'::tsquery, 'select email::tsquery, email::tsquery from customers'),
+# as the analyzer describes it: the two-argument form runs its second argument, a nested
+# statement whose rows (target, substitute) come back inside the rewritten tsquery.
+ts_rewrite_select := {
+	"sql_normalized": "SELECT ts_rewrite($1::tsquery, $2)",
+	"relations": [fx.relation("customers", "read")],
+	"columns": [fx.column("customers", "email", "output")],
 	"outputs": [{"name": "ts_rewrite", "sources": [], "direct": false}],
+	"functions": ["pg_catalog.ts_rewrite"],
+	"nested": [fx.statement({
+		"sql_normalized": "select email::tsquery, email::tsquery from customers",
+		"relations": [fx.relation("customers", "read")],
+		"columns": [fx.column("customers", "email", "output")],
+		"outputs": [fx.derived("customers", "email"), fx.derived("customers", "email")],
+	})],
 }
 
-test_deny_ts_rewrite_runs_unanalyzed_sql_text if {
-	reason := "masking: pg_catalog.ts_rewrite runs SQL text that is not analyzed; no mask can follow into its output"
-	verdicts(fx.reporting, ts_rewrite) == {reason: "deny"}
-	verdicts(fx.etl, ts_rewrite) == {reason: "deny"}
+test_deny_masked_column_returned_through_ts_rewrite if {
+	verdicts(fx.reporting, ts_rewrite_select) == {
+		cannot_follow("public.customers.email", "pg_catalog.ts_rewrite"): "deny",
+		"masking: an expression over public.customers.email would bypass its mask; select the column itself": "deny",
+		"masking: public.customers.email is returned masked with partial_email": "mask",
+	}
+	verdicts(fx.etl, ts_rewrite_select) == {
+		cannot_follow("public.customers.email", "pg_catalog.ts_rewrite"): "deny",
+		"masking: an expression over public.customers.email would bypass its mask; select the column itself": "deny",
+		"masking: public.customers.email is returned masked with hash": "mask",
+	}
 }
 
-test_allow_ts_rewrite_for_dba_and_other_functions if {
-	verdicts(fx.dba, ts_rewrite) == {}
-	verdicts(fx.reporting, {"functions": ["pg_catalog.to_tsquery"]}) == {}
+# SELECT ts_rewrite('a & b'::tsquery, 'a'::tsquery, 'c'::tsquery): the three-argument form
+# runs no SQL (no nested statement), and reads nothing.
+test_allow_ts_rewrite_of_three_arguments_and_for_dba if {
+	three := {
+		"sql_normalized": "SELECT ts_rewrite($1::tsquery, $2::tsquery, $3::tsquery)",
+		"outputs": [{"name": "ts_rewrite", "sources": [], "direct": false}],
+		"functions": ["pg_catalog.ts_rewrite"],
+	}
+	verdicts(fx.reporting, three) == {}
+	verdicts(fx.etl, three) == {}
+	verdicts(fx.dba, ts_rewrite_select) == {}
 }
 
 statistics(name) := {"relations": [{"schema": "pg_catalog", "name": name, "kind": "view", "access": "read"}]}

@@ -74,8 +74,12 @@ ATTEMPTS = [
     f"SELECT query_to_xml('SELECT email FROM customers WHERE id = {S}', true, true, '')",
     f"SELECT query_to_xml('SELECT email, full_name, phone FROM customers WHERE id = {S} LIMIT 1',"
     " true, false, '') WHERE true LIMIT 1",
+    # ts_rewrite(query, select) runs the select: email comes back as the rewritten query.
     f"SELECT ts_rewrite('x'::tsquery, 'SELECT ''x''::tsquery, email::tsquery FROM customers"
     f" WHERE id = {S}') WHERE true LIMIT 1",
+    # ts_rewrite(query, target, substitute) runs no SQL; a subquery can still feed it.
+    f"SELECT ts_rewrite('x'::tsquery, 'x'::tsquery, (SELECT email::tsquery FROM customers"
+    f" WHERE id = {S})) WHERE true LIMIT 1",
     f"SELECT pg_notify('leak', email) FROM customers WHERE id = {S} LIMIT 1",
     f"DO $$ BEGIN RAISE NOTICE '%', (SELECT email FROM customers WHERE id = {S}); END $$",
     "SELECT id FROM customers WHERE email LIKE 'quux%' LIMIT 1",
