@@ -591,7 +591,15 @@ class Walker:
             child, _ = self.nested("SelectStmt", inner, (start, end), scope)
             self.created_into(into, child, "table")
             return
+        before = len(facts.effects)
         facts.outputs = self.select(body, scope, "output", top=True)
+        if not _runs_each_target_once(body):
+            # A set_config the server may never call (WHERE false, CASE, one call per
+            # row): where the search path is now, the analyzer cannot know.
+            effects = facts.effects[before:]
+            if any(e.kind == "search_path" for e in effects):
+                kept = [e for e in effects if e.kind != "search_path"]
+                facts.effects[before:] = [*kept, SessionEffect("unknown_search_path")]
         facts.has_where = _has_where(body)
         if body.get("lockingClause"):
             facts.locking = True
@@ -2074,6 +2082,35 @@ class Walker:
                 if depth == 0 and inner_start is not None:
                     return inner_start, token.start
         return None
+
+
+def _runs_each_target_once(body: Node) -> bool:
+    """Whether the server runs this SELECT's set_config calls exactly once: no FROM,
+    WHERE, GROUP BY, HAVING, LIMIT, set operation or CTE, and every target a set_config
+    call of its own (``SELECT set_config('search_path', 'x', false)``, as pg_dump sends)."""
+    if any(
+        body.get(clause)
+        for clause in (
+            "fromClause",
+            "whereClause",
+            "groupClause",
+            "havingClause",
+            "limitCount",
+            "limitOffset",
+            "withClause",
+            "valuesLists",
+        )
+    ):
+        return False
+    if body.get("op", "SETOP_NONE") != "SETOP_NONE":
+        return False
+    for target in body.get("targetList", ()):
+        call = target.get("ResTarget", {}).get("val", {}).get("FuncCall")
+        if call is None or call.get("agg_filter") or call.get("over"):
+            return False
+        if _names(call.get("funcname", ()))[-1:] != ["set_config"]:
+            return False  # set_config inside another call may be skipped (CASE in it)
+    return True
 
 
 def apply_relation_effect(

@@ -244,6 +244,23 @@ def test_cursors_without_hold_end_with_their_transaction() -> None:
     assert one(analyzer, state, "FETCH ALL c").facts["unresolved"] is True
 
 
+def test_a_set_config_the_server_may_not_call_leaves_the_search_path_unknown() -> None:
+    analyzer = Analyzer(CATALOG)
+    for sql in (
+        "SELECT set_config('search_path', 'analytics', false) WHERE false",
+        "SELECT CASE WHEN false THEN set_config('search_path', 'analytics', false) END",
+        "SELECT length(set_config('search_path', 'analytics', false))",
+        "SELECT set_config('search_path', 'analytics', false) FROM orders",
+    ):
+        state = analyzer.new_session()
+        run(analyzer, state, sql, status="I")
+        facts = one(analyzer, state, "SELECT total FROM daily_sales").facts
+        assert facts["unresolved"] is True, sql
+    state = analyzer.new_session()  # called once, as pg_dump does: followed
+    run(analyzer, state, "SELECT set_config('search_path', 'analytics', false)", status="I")
+    assert state.search_path == ("analytics",)
+
+
 def test_parameter_status_sets_the_search_path() -> None:
     analyzer = Analyzer(CATALOG)
     state = analyzer.new_session()
