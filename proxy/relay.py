@@ -368,6 +368,8 @@ class RelayCore:
         self._rfq_received = 0
         self._limit_segment = -1  # the segment whose row-limit error the client has
         self._failed = False  # an ErrorResponse since the last ReadyForQuery
+        self._last_run_segment = -1  # the segment of the last Execute or Query sent
+        self._open_segment = False  # extended-protocol messages sent since the last Sync
         # What the server will answer, in order (pgdog's state.rs): executions, Describes
         # and Sync boundaries. ``_head`` caches the first entry when it is an Execution.
         self._replies: deque[_Reply] = deque()
@@ -387,6 +389,11 @@ class RelayCore:
         elif name == "client_encoding":
             self._client_encoding = value
         self.analyzer.parameter_status(name, value)
+
+    def _unsettled(self) -> bool:
+        """Whether statements sent have not all been followed by a ReadyForQuery: the
+        server reports a changed setting (ParameterStatus) only just before one."""
+        return bool(self._replies) or self._last_run_segment >= self._rfq_received
 
     def _unreadable(self, sql: str, *, pipelined: bool) -> Refusal | None:
         """Why the server might read ``sql`` otherwise than the proxy did (None: it will
@@ -484,11 +491,20 @@ class RelayCore:
         if self._discard_until_sync:
             # After a refusal in the extended protocol, PostgreSQL discards until Sync.
             if type_ == b"S":
-                self._discard_until_sync = False
+                self._discard_until_sync = self._open_segment = False
                 self._send_sync(raw)
             elif type_ == b"X":
                 self._terminate(raw)
             return None
+        if type_ in b"QF" and (self._batch or self._open_segment):
+            if self._batch or self._replies:
+                # Extended-protocol messages before it are unanswered: after an error
+                # among them the server would skip it, without a ReadyForQuery.
+                raise m.ProtocolViolation(
+                    f"{'Query' if type_ == b'Q' else 'FunctionCall'} sent before the "
+                    "extended-protocol messages before it were answered: send Sync first"
+                )
+            self._open_segment = False  # the server runs it; its ReadyForQuery ends them
         if type_ == b"Q":  # Query
             return self._on_query(raw, m.parse_query(body))
         if type_ in b"PBDCEHS":
@@ -552,7 +568,7 @@ class RelayCore:
     # Simple query ---------------------------------------------------------------------------
 
     def _on_query(self, raw: bytes, query: m.Query) -> DecisionRequest | None:
-        unreadable = self._unreadable(query.sql, pipelined=bool(self._replies))
+        unreadable = self._unreadable(query.sql, pipelined=self._unsettled())
         if unreadable is not None:
             self._refuse([], self._proxy_refusal(None, unreadable), True)
             return None
@@ -575,6 +591,7 @@ class RelayCore:
                 self._refuse([], self._policy_refusal(statement, refused), True)
                 return
         self.to_server.append(pending.raw)
+        self._last_run_segment = self._syncs_sent
         for statement, decision in zip(statements, decisions, strict=True):
             self._expect(Execution(decision, statement, None))
         self._syncs_sent += 1
@@ -591,7 +608,7 @@ class RelayCore:
             self._batch_names[key] = parse.sql
             self._batch_sent[index] = (key, parse.sql)
             self._batch_origin[key] = index
-            pipelined = bool(self._replies or self._batch_executions)
+            pipelined = bool(self._batch_executions) or self._unsettled()
             unreadable = self._unreadable(parse.sql, pipelined=pipelined)
             self._batch_parses.append((index, parse.sql, unreadable))
         elif type_ == b"B":  # Bind
@@ -662,6 +679,7 @@ class RelayCore:
         batch = _PendingBatch(
             self._batch, executions, ends_with_sync, self._batch_sent, self._packet
         )
+        self._open_segment = not ends_with_sync
         self._batch, self._batch_executions, self._batch_sent = [], [], {}
         self._batch_origin.clear()
         self._batch_names.clear()
@@ -738,6 +756,7 @@ class RelayCore:
             elif kind == b"D":
                 self._expect(_Describe(None))
             elif kind == b"E" and index in allowed:
+                self._last_run_segment = segment
                 statement, decision = allowed[index]
                 execution = Execution(decision, statement, portals[index])
                 if decision.mask or decision.detect:
@@ -859,6 +878,9 @@ class RelayCore:
             self._rfq_received += 1
             while self._denials and self._denials[0].sync_seq < self._rfq_received:
                 self._denials.popleft()  # the server failed earlier; PostgreSQL would too
+            unconfirmed = self._unconfirmed
+            while unconfirmed and unconfirmed[0][0] < self._rfq_received:
+                unconfirmed.popleft()  # sent after an error of its segment: skipped
             self._end_segment()
             self.analyzer.ready(self.tx_status, failed=self._failed)
             self._failed = False
@@ -952,6 +974,9 @@ class RelayCore:
 
     def _error(self, body: bytes) -> bytes | None:
         self._failed = True
+        if self._open_segment and self._syncs_sent == self._rfq_received:
+            # The server skips the client's messages until its Sync: so does the relay.
+            self._discard_until_sync = True
         # The server skips the rest of the segment: its Parses and Binds never happen.
         unconfirmed, segment = self._unconfirmed, self._rfq_received
         while unconfirmed and unconfirmed[0][0] <= segment:

@@ -178,3 +178,55 @@ def test_sql_fetch_from_a_protocol_portal_is_decided_as_its_statement(stack: loc
         assert len(rows) == 1
         assert CLEAR_EMAIL not in rows[0]
         simple(c, "ROLLBACK")
+
+
+def test_a_setting_changed_in_a_flush_segment_hides_nothing(stack: local.Stack) -> None:
+    # The server reports the change only before a ReadyForQuery, which a Flush never gets.
+    hidden = "SELECT 'a\\' -- ', id, email, ssn FROM customers WHERE id < 4"
+    with tls_client(stack, "agent:reporting") as c:
+        c.send(
+            m.build_parse("", "SET standard_conforming_strings = off")
+            + m.build_bind("", "")
+            + m.build_execute("")
+            + m.build_flush()
+        )
+        assert [t for t, _ in c.read_until(b"C")] == [b"1", b"2", b"C"]
+        answer = replies(
+            c, m.build_parse("", hidden), m.build_bind("", ""), m.build_execute(""), m.build_sync()
+        )
+        assert b"901-07-0013" not in b"".join(body for _, body in answer)  # customer 1 ssn
+        assert "statements sent before it have not finished" in error_of(answer).message
+
+
+def test_a_set_config_that_never_runs_does_not_move_the_search_path(stack: local.Stack) -> None:
+    with tls_client(stack, "agent:reporting") as c:
+        simple(c, "SELECT set_config('search_path', 'pg_catalog', false) WHERE false")
+        answer = simple(c, READ_42)
+        assert CLEAR_EMAIL not in b"".join(body for _, body in answer)
+
+
+def test_a_query_the_server_skips_after_an_error_leaves_the_relay_in_step(
+    stack: local.Stack,
+) -> None:
+    failing = (
+        m.build_parse("", "SELECT 1/0") + m.build_bind("", "") + m.build_execute("")
+    ) + m.build_flush()
+    masked = "SELECT id, email FROM customers WHERE id < 4 LIMIT 3"
+    with tls_client(stack, "agent:reporting") as c:
+        c.send(failing)
+        assert [t for t, _ in c.read_until(b"E")][-1] == b"E"
+        # PostgreSQL skips it until Sync, without an answer; so does the relay.
+        c.send(m.build_query("SELECT 1") + m.build_sync())
+        assert [t for t, _ in c.read_until(b"Z")] == [b"Z"]
+        answer = simple(c, masked)
+        rows = [body for type_, body in answer if type_ == b"D"]
+        assert len(rows) == 3
+        assert b"grace.backus1@" not in b"".join(rows)
+        assert all(b"***@" in row for row in rows)  # masked: g***@example.org
+        # Sent before those messages are answered, it is ambiguous: the session ends.
+        c.send(failing + m.build_query("SELECT 1"))
+        error = c.error()
+        while error.sqlstate == "22012":
+            error = c.error()
+        assert (error.fields["V"], error.sqlstate) == ("FATAL", "08P01")
+        assert "send Sync first" in error.message

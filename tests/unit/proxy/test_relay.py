@@ -6,6 +6,8 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
+import pytest
+
 from pgwarden.proxy.decision import Action, Decision, Statement
 from pgwarden.proxy.masking import MaskKey
 from pgwarden.proxy.protocol import messages as m
@@ -714,3 +716,67 @@ def test_a_backslash_behind_unfinished_statements_is_refused() -> None:
     )
     run(relay, batch)
     assert types(relay.to_server) == b"PBEBS"
+
+
+def test_a_setting_changed_in_a_flush_segment_is_unsettled_until_ready_for_query() -> None:
+    relay = new_relay()
+    decided(
+        relay,
+        m.build_parse("", "set standard_conforming_strings = off")
+        + m.build_bind("", "")
+        + m.build_execute("")
+        + m.build_flush(),
+    )
+    # The SET completed; its ParameterStatus comes only before a ReadyForQuery.
+    relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + m.frame(b"C", b"SET\0"))
+    relay.to_server.clear()
+    decided(relay, m.build_parse("", BACKSLASH_QUERY) + m.build_bind("", "") + execute())
+    assert types(relay.to_server) == b"BS"  # refused: the marker Bind
+
+
+def test_a_parse_sent_after_an_error_of_its_segment_is_never_credited() -> None:
+    relay = new_relay()
+    decided(relay, m.build_parse("x", "select a") + m.build_sync())
+    relay.server_data(PARSE_COMPLETE + m.build_ready_for_query("I"))
+    decided(relay, m.build_bind("", "x") + m.build_execute("") + m.build_flush())
+    relay.server_data(BIND_COMPLETE + m.build_error_response("22012", "division by zero"))
+    # Sent after the error, in the same segment: the server skips it.
+    decided(relay, m.build_parse("x", "select b") + m.build_flush())
+    decided(relay, m.build_sync())
+    relay.server_data(m.build_ready_for_query("I"))
+    decided(relay, m.build_parse("y", "select c") + m.build_sync())
+    relay.server_data(PARSE_COMPLETE + m.build_ready_for_query("I"))
+    assert decided(relay, m.build_bind("", "x") + execute()) == ["select a"]
+
+
+FLUSHED_SELECT = (
+    m.build_parse("", "select 1") + m.build_bind("", "") + m.build_execute("") + m.build_flush()
+)
+
+
+def test_a_query_before_the_extended_messages_were_answered_is_a_protocol_violation() -> None:
+    relay = new_relay()
+    decided(relay, FLUSHED_SELECT)
+    with pytest.raises(m.ProtocolViolation, match="send Sync first"):
+        relay.client_data(m.build_query("select 2"))
+
+
+def test_after_an_error_in_an_extended_sequence_the_relay_skips_to_sync_as_the_server() -> None:
+    relay = new_relay()
+    decided(relay, FLUSHED_SELECT)
+    relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + m.build_error_response("22012", "x"))
+    relay.to_server.clear()
+    # Skipped without an answer by the server; not sent at all by the relay.
+    assert relay.client_data(m.build_query("select 2") + m.build_parse("x", "select 3")) is None
+    assert relay.to_server == []
+    relay.client_data(m.build_sync())
+    assert relay.to_server == [m.build_sync()]
+    relay.server_data(m.build_ready_for_query("I"))
+    assert decided(relay, m.build_query("select 4")) == ["select 4"]
+
+
+def test_a_query_after_the_extended_messages_were_answered_runs() -> None:
+    relay = new_relay()
+    decided(relay, FLUSHED_SELECT)
+    relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + m.frame(b"C", b"SELECT 1\0"))
+    assert decided(relay, m.build_query("select 2")) == ["select 2"]
