@@ -270,6 +270,7 @@ class _Describe:
 
 
 _SYNC = "sync"  # a Query or Sync: answered by ReadyForQuery
+_EMPTY = "empty"  # an empty statement: answered by EmptyQueryResponse
 _Reply = Execution | _Describe | str
 
 
@@ -281,6 +282,18 @@ def _unconfirmed_refusal(kind: str, name: str) -> Refusal:
         f'pgwarden: {kind} "{name}" is used before the server confirmed {message}, so '
         "what it holds is not known yet; use it after that Sync is answered",
     )
+
+
+def _copies_in(analysis: Analyzed) -> bool:
+    copy = analysis.statement.facts.get("copy")
+    return isinstance(copy, Mapping) and copy.get("target") == "stdin"
+
+
+_EXTENDED_COPY_IN = Refusal(
+    REFUSED_SQLSTATE,
+    "pgwarden: COPY FROM STDIN is accepted in a simple Query only: in the extended "
+    "protocol the server ignores the Sync sent with it",
+)
 
 
 def _encoding_refusal(encoding: str) -> Refusal:
@@ -370,6 +383,7 @@ class RelayCore:
         self._failed = False  # an ErrorResponse since the last ReadyForQuery
         self._last_run_segment = -1  # the segment of the last Execute or Query sent
         self._open_segment = False  # extended-protocol messages sent since the last Sync
+        self._copy_in_segment = -1  # the segment of a COPY FROM STDIN the client is feeding
         # What the server will answer, in order (pgdog's state.rs): executions, Describes
         # and Sync boundaries. ``_head`` caches the first entry when it is an Execution.
         self._replies: deque[_Reply] = deque()
@@ -496,6 +510,22 @@ class RelayCore:
             elif type_ == b"X":
                 self._terminate(raw)
             return None
+        if self._copy_in_segment >= 0:
+            # COPY FROM STDIN: the server ignores Sync and Flush, and any other message
+            # would end the copy with an error and go unanswered.
+            if type_ in b"dcf":
+                if type_ != b"d":
+                    self._copy_in_segment = -1
+                self.to_server.append(raw)
+                return None
+            if type_ in b"SH":
+                return None
+            if type_ == b"X":
+                self._terminate(raw)
+                return None
+            raise m.ProtocolViolation(
+                "only CopyData, CopyDone or CopyFail may follow COPY FROM STDIN"
+            )
         if type_ in b"QF" and (self._batch or self._open_segment):
             if self._batch or self._replies:
                 # Extended-protocol messages before it are unanswered: after an error
@@ -578,7 +608,10 @@ class RelayCore:
                 self._refuse([], self._proxy_refusal(None, a), True)
                 return None
         if not analyses:  # empty query: the server answers EmptyQueryResponse
-            self._send_sync(raw)
+            self.to_server.append(raw)
+            self._expect(_EMPTY)
+            self._syncs_sent += 1
+            self._expect(_SYNC)
             return None
         self._waiting = _PendingQuery(raw, analyses)
         return DecisionRequest([a.statement for a in analyses if not isinstance(a, Refusal)])
@@ -594,6 +627,8 @@ class RelayCore:
         self._last_run_segment = self._syncs_sent
         for statement, decision in zip(statements, decisions, strict=True):
             self._expect(Execution(decision, statement, None))
+            if _copies_in(statement):
+                self._copy_in_segment = self._syncs_sent
         self._syncs_sent += 1
         self._expect(_SYNC)
 
@@ -624,6 +659,8 @@ class RelayCore:
             execute = m.parse_execute(body)
             origin = self._batch_origin.get(("P", execute.portal), index)
             analysis = self._analyze_execute(execute)
+            if analysis is not None and not isinstance(analysis, Refusal) and _copies_in(analysis):
+                analysis = _EXTENDED_COPY_IN
             if analysis is not None:
                 self._batch_executions.append(
                     _BatchExecution(origin, index, execute.portal, analysis)
@@ -755,7 +792,9 @@ class RelayCore:
                 self._unconfirmed.append((segment, *sent[index]))
             elif kind == b"D":
                 self._expect(_Describe(None))
-            elif kind == b"E" and index in allowed:
+            elif kind == b"E" and index not in allowed:
+                self._expect(_EMPTY)  # an empty statement: nothing was decided
+            elif kind == b"E":
                 self._last_run_segment = segment
                 statement, decision = allowed[index]
                 execution = Execution(decision, statement, portals[index])
@@ -882,6 +921,8 @@ class RelayCore:
             while unconfirmed and unconfirmed[0][0] < self._rfq_received:
                 unconfirmed.popleft()  # sent after an error of its segment: skipped
             self._end_segment()
+            if 0 <= self._copy_in_segment < self._rfq_received:
+                self._copy_in_segment = -1  # the COPY failed before the client finished it
             self.analyzer.ready(self.tx_status, failed=self._failed)
             self._failed = False
             if self.tx_status == "I" and self._portals:
@@ -895,6 +936,9 @@ class RelayCore:
             return None
         if type_ == _ERROR:
             return self._error(body)
+        if type_ == _EMPTY_QUERY and self._replies and self._replies[0] is _EMPTY:
+            self._pop_reply()
+            return None
         head = self._head
         if head is None:
             return None

@@ -230,3 +230,32 @@ def test_a_query_the_server_skips_after_an_error_leaves_the_relay_in_step(
             error = c.error()
         assert (error.fields["V"], error.sqlstate) == ("FATAL", "08P01")
         assert "send Sync first" in error.message
+
+
+def test_an_empty_statement_does_not_lift_the_next_ones_row_limit(stack: local.Stack) -> None:
+    with tls_client(stack, "agent:reporting") as c:  # a row limit of 1,000
+        answer = replies(
+            c,
+            m.build_parse("s0", ""),
+            m.build_bind("e", "s0"),
+            m.build_execute("e"),
+            m.build_parse("s1", "SELECT g FROM generate_series(1, 5000) g"),
+            m.build_bind("b", "s1"),
+            m.build_execute("b"),
+            m.build_sync(),
+        )
+        types = [t for t, _ in answer]
+        assert types.count(b"D") == 1000
+        assert error_of(answer).sqlstate == "54000"
+
+
+def test_a_sync_sent_during_copy_from_stdin_leaves_the_relay_in_step(stack: local.Stack) -> None:
+    with tls_client(stack, "agent:etl") as c:
+        c.send(m.build_query("COPY orders FROM STDIN"))
+        assert [t for t, _ in c.read_until(b"G")] == [b"G"]
+        c.send(m.build_sync() + m.frame(b"c", b""))  # the server ignores the Sync
+        assert [t for t, _ in c.read_until(b"Z")] == [b"C", b"Z"]
+        answer = simple(c, "SELECT email FROM customers WHERE id < 3 ORDER BY id LIMIT 2")
+        rows = [body for type_, body in answer if type_ == b"D"]
+        assert len(rows) == 2
+        assert b"grace.backus1@" not in b"".join(rows)  # hashed for agent:etl

@@ -780,3 +780,68 @@ def test_a_query_after_the_extended_messages_were_answered_runs() -> None:
     decided(relay, FLUSHED_SELECT)
     relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + m.frame(b"C", b"SELECT 1\0"))
     assert decided(relay, m.build_query("select 2")) == ["select 2"]
+
+
+# -- replies the server gives without a decision: empty statements, COPY FROM STDIN ---------
+
+
+class CopyAnalyzer(WordAnalyzer):
+    """``copy in`` is a COPY FROM STDIN; an empty statement runs nothing."""
+
+    def _one(self, sql: str) -> Analysis:
+        if sql.startswith("copy in"):
+            facts = {"sql": sql, "copy": {"direction": "from", "target": "stdin"}}
+            return Analyzed(Statement.of(facts))
+        return super()._one(sql)
+
+    def execution(
+        self, sql: str, params: Sequence[bytes | None], param_formats: Sequence[int]
+    ) -> Analysis | None:
+        return self._one(sql) if sql else None
+
+
+def test_an_empty_statement_is_answered_in_its_place_not_by_the_next_one() -> None:
+    p = PolicyRelay(row_limit=1)
+    p.relay.analyzer = CopyAnalyzer()
+    p.send(
+        m.build_parse("s0", "")
+        + m.build_bind("e", "s0")
+        + m.build_execute("e")
+        + m.build_parse("s1", "select g")
+        + m.build_bind("b", "s1")
+        + m.build_execute("b")
+        + m.build_sync()
+    )
+    p.relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + m.frame(b"I", b""))
+    p.relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + data_row(b"1") + data_row(b"2"))
+    assert p.relay.cancel_requested  # the row limit of "select g" counts its rows
+    assert [t for t, _ in messages(p.relay.to_client)].count(b"D") == 1
+
+
+def test_sync_and_flush_sent_during_copy_from_stdin_are_not_counted() -> None:
+    relay = RelayCore(CopyAnalyzer(), max_message_size=1 << 20)
+    run(relay, m.build_query("copy in orders"))
+    relay.server_data(m.frame(b"G", b"\0\0\0"))
+    relay.to_server.clear()
+    run(relay, m.build_sync() + m.frame(b"d", b"1\n") + m.frame(b"c", b""))
+    assert types(relay.to_server) == b"dc"  # the server would ignore the Sync
+    relay.server_data(m.frame(b"C", b"COPY 1\0") + m.build_ready_for_query("I"))
+    run(relay, m.build_query("select a"))
+    relay.server_data(data_row(b"1") + data_row(b"2"))
+    assert relay._head is not None  # the next result has its execution at the head
+
+
+def test_copy_from_stdin_in_the_extended_protocol_is_refused() -> None:
+    relay = RelayCore(CopyAnalyzer(), max_message_size=1 << 20)
+    run(relay, m.build_parse("", "copy in orders") + m.build_bind("", "") + execute())
+    assert types(relay.to_server) == b"BS"  # the marker Bind
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("I"))
+    error = next(b for t, b in messages(relay.to_client) if t == b"E")
+    assert "simple Query only" in m.parse_error_response(error).message
+
+
+def test_anything_but_copy_data_during_copy_from_stdin_is_a_protocol_violation() -> None:
+    relay = RelayCore(CopyAnalyzer(), max_message_size=1 << 20)
+    run(relay, m.build_query("copy in orders"))
+    with pytest.raises(m.ProtocolViolation, match="COPY FROM STDIN"):
+        relay.client_data(m.build_query("select 1"))
