@@ -434,7 +434,6 @@ class Pdp:
     async def start(self) -> None:
         await self._set_serving(False)
         await self.audit.start()  # recover the store (torn tail, chain head) before serving
-        await self.opa.start()
         pb_grpc.add_DecisionServiceServicer_to_server(self.servicer, self.server)
         health_pb2_grpc.add_HealthServicer_to_server(self.health, self.server)
         reflection.enable_server_reflection(
@@ -445,11 +444,14 @@ class Pdp:
             self.port = self.server.add_secure_port(self.config.listen, _server_credentials(auth))
         else:
             self.port = self.server.add_insecure_port(self.config.listen)
-        await self.server.start()
         if self.config.http_listen:
             from pgwarden.pdp.http import start_ops_server  # noqa: PLC0415 (aiohttp web)
 
             self._http = await start_ops_server(self, self.config.http_listen)
+        # Our ports are bound (add_*_port binds) before OPA's free port is picked, which
+        # could otherwise be the one the config names, free until we bind it.
+        await self.opa.start()
+        await self.server.start()
         await self.check_ready()
         self._tasks.append(asyncio.create_task(self._watch_readiness(), name="readiness"))
         log_event(

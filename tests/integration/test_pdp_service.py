@@ -7,6 +7,7 @@ from __future__ import annotations
 
 import asyncio
 import json
+import socket
 import stat
 import urllib.request
 import uuid
@@ -19,8 +20,11 @@ import pytest
 from grpc_health.v1 import health_pb2, health_pb2_grpc
 from grpc_reflection.v1alpha import reflection_pb2, reflection_pb2_grpc
 
+from pgwarden.pdp import opa_supervisor
+from pgwarden.pdp.config import load_config
 from pgwarden.pdp.evaluation import OpaTarget
 from pgwarden.pdp.harness import PdpProcess, write_example_policy
+from pgwarden.pdp.server import Pdp
 from pgwarden.proxy.decision import Action, Identity, SessionFacts, Statement
 from pgwarden.proxy.pdp_client import PdpClient, PdpClientConfig, decision_ids
 from pgwarden.stack.process import free_port, poll_until
@@ -366,6 +370,40 @@ def test_sigterm_stops_gracefully_with_its_opa(tmp_path: Path) -> None:
     assert events[-2:] == ["stopping", "stopped"]
     opa_alive: Callable[[], bool] = lambda: Path(f"/proc/{started['pid']}").exists()  # noqa: E731
     poll_until(lambda: not opa_alive(), timeout_s=10, what="OPA child exit")
+
+
+async def test_the_pdp_holds_its_ports_before_it_picks_one_for_opa(
+    tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """OPA's port is the OS's pick of a free one; the ports in the PDP's config are free
+    too until the PDP binds them, so the PDP binds them first (a CI run once lost its
+    gRPC port to its own OPA: "Address already in use")."""
+    process = PdpProcess(policies=write_example_policy(tmp_path / "policies"), log_dir=tmp_path)
+    ours = (process.port, process.http_port)
+    free_when_opa_port_picked: list[list[int]] = []
+
+    def picking(host: str = "127.0.0.1") -> int:
+        free_when_opa_port_picked.append([p for p in ours if not bound(host, p)])
+        return free_port(host)
+
+    monkeypatch.setattr(opa_supervisor, "free_port", picking)
+    pdp = Pdp(load_config(process.config_path))
+    await pdp.start()
+    try:
+        assert pdp.ready
+    finally:
+        await pdp.stop()
+    assert free_when_opa_port_picked == [[]]
+
+
+def bound(host: str, port: int) -> bool:
+    """Whether something holds ``host:port`` (a bind to it fails)."""
+    with socket.socket(socket.AF_INET, socket.SOCK_STREAM) as s:
+        try:
+            s.bind((host, port))
+        except OSError:
+            return True
+    return False
 
 
 def test_a_killed_pdps_snapshot_is_removed_when_a_pdp_starts(tmp_path: Path) -> None:
