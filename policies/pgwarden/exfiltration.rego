@@ -51,6 +51,7 @@ outcomes contains outcome if {
 		facts.referenced_classification[ref.column]
 	}
 	count(columns) > 0
+	not statement in unreturned
 	reason := sprintf("exfiltration: unbounded read (%s) of classified %s", [why, concat(", ", sort(columns))])
 	outcome := facts.controlled(identities.mode.export, reason)
 }
@@ -112,6 +113,19 @@ remote_commands := {
 copy_source(copy) := "(query)" if {
 	copy.query == true
 } else := copy.relation
+
+# Statements whose rows this statement does not return: DECLARE and PREPARE only name a
+# query (their one nested statement) and MOVE skips a cursor's rows. The read is judged
+# when FETCH or EXECUTE returns rows: the analyzer gives both the statement and its copy
+# of the query the limit of the rows it returns (the FETCH count, EXECUTE's LIMIT argument).
+unreturned contains input.statement if input.statement.command in deferring_commands
+
+unreturned contains statement if {
+	input.statement.command in deferring_commands
+	some statement in input.statement.nested
+}
+
+deferring_commands := {"DECLARE CURSOR", "PREPARE", "MOVE"}
 
 # Why a read is unbounded: no WHERE, no LIMIT, or a LIMIT above settings.bulk_read_limit.
 unbounded(statement) := "no WHERE clause" if {

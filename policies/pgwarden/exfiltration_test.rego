@@ -100,6 +100,53 @@ test_allow_bounded_read_of_classified_column if {
 	count(verdicts(fx.reporting, emails(true, 100))) == 0
 }
 
+# A statement that runs the query of emails: the query nested as the analyzer nests it,
+# its columns and outputs in the statement itself. For FETCH and EXECUTE, both have the
+# limit of the rows the statement returns; DECLARE and PREPARE leave their query's own.
+running(command, limit) := object.union(emails(true, limit), {
+	"command": command,
+	"nested": [fx.statement(emails(true, limit))],
+})
+
+# DECLARE and PREPARE of a query without LIMIT: nothing returned yet.
+naming(command) := object.union(running(command, null), {"has_where": false, "outputs": []})
+
+test_allow_declare_prepare_and_move_of_a_query_without_limit if {
+	count(verdicts(fx.reporting, naming("DECLARE CURSOR"))) == 0
+	count(verdicts(fx.reporting, naming("PREPARE"))) == 0
+	count(verdicts(fx.reporting, naming("MOVE"))) == 0
+}
+
+test_allow_fetch_and_execute_of_bounded_rows if {
+	count(verdicts(fx.reporting, running("FETCH", 10))) == 0
+	count(verdicts(fx.etl, running("EXECUTE", 100))) == 0
+}
+
+test_deny_fetch_and_execute_of_unbounded_rows if {
+	verdicts(fx.reporting, running("FETCH", null)) == {
+		"exfiltration: unbounded read (no LIMIT) of classified public.customers.email": "deny",
+	}
+	verdicts(fx.etl, running("EXECUTE", 5000)) == {
+		"exfiltration: unbounded read (LIMIT 5000 above 100) of classified public.customers.email": "deny",
+	}
+}
+
+# A statement in EXECUTE's arguments (a SQL-text function's query) returns its rows there.
+test_deny_unbounded_read_in_the_arguments_of_execute if {
+	argument := fx.statement(object.union(emails(false, null), {"command": "SELECT"}))
+	execute := object.union(running("EXECUTE", 10), {"nested": [fx.statement(emails(true, 10)), argument]})
+	verdicts(fx.reporting, execute) == {
+		"exfiltration: unbounded read (no WHERE clause) of classified public.customers.email": "deny",
+	}
+}
+
+# Only the statement itself names what it runs: a nested DECLARE (inside DO, say) is judged.
+test_deny_unbounded_read_nested_under_another_command if {
+	block := {"command": "DO", "nested": [fx.statement(naming("DECLARE CURSOR"))]}
+	reason := "exfiltration: unbounded read (no WHERE clause) of classified public.customers.email"
+	verdicts(fx.reporting, block)[reason] == "deny"
+}
+
 test_allow_unbounded_read_of_unclassified_columns if {
 	totals := {
 		"relations": [fx.relation("customers", "read")],

@@ -80,9 +80,14 @@ class AnalyzedStatement:
         cached = self._bound.get(limit)
         if cached is not None:
             return cached
-        facts = dict(self.facts)
-        facts["limit"] = limit
-        bound = replace(self, facts=facts, statement=Statement.of(facts), _bound={})
+        if self.command == "DECLARE CURSOR":
+            # DECLARE returns no rows: the LIMIT is its cursor's, which FETCH reads
+            effects = tuple(_with_query_limit(effect, limit) for effect in self.effects)
+            bound = replace(self, effects=effects, _bound={})
+        else:
+            facts = dict(self.facts)
+            facts["limit"] = limit
+            bound = replace(self, facts=facts, statement=Statement.of(facts), _bound={})
         if len(self._bound) >= _BOUND_CACHE:
             self._bound.clear()
         self._bound[limit] = bound
@@ -531,6 +536,14 @@ def empty_facts(
         "nested": [],
         "unresolved": True,
     }
+
+
+def _with_query_limit(effect: SessionEffect, limit: int | None) -> SessionEffect:
+    if effect.query is None:
+        return effect
+    facts = dict(effect.query.facts)
+    facts["limit"] = limit
+    return replace(effect, query=PreparedQuery(facts))
 
 
 def _analyzed(analysis: StatementAnalysis) -> AnalyzedStatement:

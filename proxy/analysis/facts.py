@@ -1769,14 +1769,17 @@ class Walker:
         facts.session_dependent = True
         name = str(body.get("name", ""))
         prepared = self.env.prepared.get(name)
-        self.expr(body.get("params"), None, None)
-        if prepared is None:
+        if prepared is not None:
+            self.adopt(prepared)
+            params = body.get("params", ())
+            if prepared.limit_param is not None and prepared.limit_param <= len(params):
+                self.rows_returned(
+                    sqltext.parse_int(constant_text(params[prepared.limit_param - 1]))
+                )
+        else:
             facts.unresolved = True
-            return
-        self.adopt(prepared)
-        params = body.get("params", ())
-        if prepared.limit_param is not None and prepared.limit_param <= len(params):
-            facts.limit = sqltext.parse_int(constant_text(params[prepared.limit_param - 1]))
+        # after adopt: the prepared statement is nested[0], statements in the arguments after it
+        self.expr(body.get("params"), None, None)
 
     def adopt(self, prepared: PreparedQuery) -> None:
         """Use a prepared statement's (or cursor's) facts as this statement's nested
@@ -1791,12 +1794,22 @@ class Walker:
         facts.limit = document.get("limit")
         facts.has_where = bool(document.get("has_where"))
 
+    def rows_returned(self, limit: int | None) -> None:
+        """This statement returns at most ``limit`` rows of the query it adopted; so does the
+        query as it runs here, its copy in ``nested`` (a policy may judge either)."""
+        facts = self.facts
+        facts.limit = limit
+        if facts.nested:  # not for an unknown cursor
+            facts.nested[0] = {**facts.nested[0], "limit": limit}
+
     def st_declare(self, body: Node, start: int, end: int, scope: Scope | None) -> None:
         query = _node(body.get("query"))
         if query is None:
             return
         span = self.after_keyword(start, end, ("FOR",))
         child, document = self.nested(query[0], query[1], span)
+        # a Bind value of the query's LIMIT $n is the cursor's LIMIT (AnalyzedStatement.bind)
+        self.facts.limit_param = child.limit_param
         self.facts.effects.append(
             SessionEffect(
                 "declare",
@@ -1821,12 +1834,13 @@ class Walker:
             return
         direction = body.get("direction", "FETCH_FORWARD")
         count = int(body.get("howMany", 0))
+        # the rows this FETCH can return: its count, and never more than the cursor's
+        # query returns in all (adopt set facts.limit to the query's LIMIT)
         if direction in ("FETCH_ABSOLUTE", "FETCH_RELATIVE"):
-            facts.limit = 1
-        elif count == FETCH_ALL:
-            facts.limit = None
-        else:
-            facts.limit = max(count, 1)
+            self.rows_returned(1)
+        elif count != FETCH_ALL:
+            count = max(count, 1)
+            self.rows_returned(count if facts.limit is None else min(count, facts.limit))
 
     def st_close(self, body: Node, start: int, end: int, scope: Scope | None) -> None:
         name = body.get("portalname")

@@ -405,6 +405,57 @@ def test_cursors_are_remembered_until_closed() -> None:
     assert one(analyzer, state, "FETCH 1 FROM c").facts["unresolved"] is True
 
 
+@pytest.mark.parametrize(
+    ("fetch", "rows"),
+    [
+        ("FETCH FORWARD 2000 FROM c", 50),
+        ("FETCH ALL FROM c", 50),
+        ("FETCH 10 FROM c", 10),
+        ("FETCH BACKWARD ALL FROM c", 50),
+        ("FETCH ABSOLUTE 7 FROM c", 1),
+    ],
+)
+def test_a_fetch_returns_no_more_rows_than_its_cursor_query(fetch: str, rows: int) -> None:
+    analyzer = Analyzer(CATALOG)
+    state = analyzer.new_session()
+    declared = one(
+        analyzer, state, "DECLARE c SCROLL CURSOR FOR SELECT ssn FROM customers LIMIT 50"
+    )
+    state.apply(declared)
+    fetched = one(analyzer, state, fetch).facts
+    # the query as this FETCH runs it, in nested, returns as many
+    assert (fetched["limit"], fetched["nested"][0]["limit"]) == (rows, rows)
+
+
+def test_an_execute_returns_the_rows_of_its_limit_argument() -> None:
+    analyzer = Analyzer(CATALOG)
+    state = analyzer.new_session()
+    sql = "PREPARE q(int, int) AS SELECT ssn FROM customers WHERE id < $1 LIMIT $2"
+    state.apply(one(analyzer, state, sql))
+    executed = one(analyzer, state, "EXECUTE q(100, 10)").facts
+    assert (executed["limit"], executed["nested"][0]["limit"]) == (10, 10)
+    assert one(analyzer, state, "PREPARE q2 AS SELECT 1").facts["nested"][0]["limit"] is None
+
+
+def test_a_bound_limit_of_a_declared_query_bounds_its_fetches() -> None:
+    analyzer = Analyzer(CATALOG)
+    state = analyzer.new_session()
+    sql = "DECLARE c CURSOR FOR SELECT ssn FROM customers WHERE id < $1 LIMIT $2"
+    declared = one(analyzer, state, sql, "extended")
+    bound = declared.bind([b"100", b"50"])  # type: ignore[attr-defined]
+    assert bound.facts == declared.facts  # type: ignore[attr-defined]
+    state.apply(bound)  # type: ignore[attr-defined]
+    assert one(analyzer, state, "FETCH ALL FROM c").facts["limit"] == 50
+
+
+def test_a_fetch_all_from_a_cursor_without_limit_is_unbounded() -> None:
+    analyzer = Analyzer(CATALOG)
+    state = analyzer.new_session()
+    state.apply(one(analyzer, state, "DECLARE c CURSOR FOR SELECT ssn FROM customers WHERE id > 3"))
+    assert one(analyzer, state, "FETCH ALL FROM c").facts["limit"] is None
+    assert one(analyzer, state, "MOVE 5 IN c").facts["limit"] is None
+
+
 # ---------------------------------------------------------------------------- query strings
 
 
