@@ -4,9 +4,9 @@
 #   Ways to move data out in bulk or around the proxy: COPY ... TO (STDOUT, PROGRAM,
 #   FILE, and COPY (query) TO), COPY ... PROGRAM/FILE in either direction, SELECT * and
 #   unbounded reads of classified data, server file and large-object functions, dblink
-#   and postgres_fdw, and protected columns used in a filter, join, ordering or grouping,
-#   which act as an oracle. All are governed by the "export" control of the identity's
-#   profiles.
+#   and postgres_fdw, and protected columns used anywhere but in the output or a write
+#   (filter, join, order, group, limit, from), which act as an oracle. All are governed
+#   by the "export" control of the identity's profiles.
 package pgwarden.exfiltration
 
 import data.pgwarden.facts
@@ -92,10 +92,12 @@ outcomes contains outcome if {
 
 # An oracle: any use of a protected column other than returning it (masked, "output") or
 # writing into it. filter (WHERE, HAVING, FILTER), join, order (ORDER BY, window ORDER BY,
-# ordered aggregates) and group (GROUP BY, grouping sets, DISTINCT ON, PARTITION BY) make
-# the result depend on the clear value: GROUP BY substr(email, p, 1) beside labelled rows
-# spells out the whole column. A usage the analyzer may add later counts too (fail
-# closed). "derived" (an expression in the output) is denied by masking.rego.
+# ordered aggregates), group (GROUP BY, grouping sets, DISTINCT ON, PARTITION BY, DISTINCT,
+# UNION, INTERSECT, EXCEPT), limit (LIMIT, OFFSET, window frames) and from (FROM-function
+# and TABLESAMPLE arguments, computed subquery columns) make the result depend on the
+# clear value: GROUP BY substr(email, p, 1) beside labelled rows spells out the whole
+# column, LIMIT (SELECT ascii(ssn) ...) a character as a row count. A usage the analyzer
+# may add later counts too (fail closed). "derived" (an expression in the output) is denied by masking.rego.
 outcomes contains outcome if {
 	some ref in facts.references
 	not ref.usage in {"output", "derived", "write"}

@@ -259,6 +259,18 @@ test_deny_distinct_on_and_window_clauses_on_protected_columns if {
 	}
 }
 
+# SELECT count(*) FROM generate_series(1, 1000) g WHERE g > 0 LIMIT (SELECT ascii(ssn)
+# ...): a character as a number of rows ("limit"); count(*) over generate_series(1,
+# ascii(email)) in FROM ("from") the same.
+test_deny_protected_column_in_limit_and_from_is_an_oracle if {
+	reason := "exfiltration: public.customers.ssn in a limit clause acts as an oracle on a protected column"
+	verdicts(fx.reporting, probe_usage("ssn", "limit"))[reason] == "deny"
+	verdicts(fx.etl, probe_usage("email", "from")) == {
+		"exfiltration: public.customers.email in a from clause acts as an oracle on a protected column": "deny",
+	}
+	count(verdicts(fx.dba, probe_usage("ssn", "limit"))) == 0
+}
+
 # A usage the analyzer does not emit today is an oracle as well: only returning a column
 # and writing into it are not.
 test_deny_unknown_usage_of_protected_column if {

@@ -76,7 +76,7 @@ restricted if {
 # description: |
 #   What classification contributes to the decision. Writing a value into a column of
 #   a denied class reveals nothing; any other use of it (output, filter, join, order,
-#   group) is a read.
+#   group, limit, from) is a read.
 # scope: document
 outcomes contains facts.outcome("deny", reason) if {
 	some ref in facts.references

@@ -12,7 +12,7 @@ from typing import Any
 from pgwarden.proxy.analysis.commands import COMMANDS
 
 ACCESS = frozenset({"read", "write", "ddl"})
-USAGES = frozenset({"output", "filter", "join", "order", "group", "write"})
+USAGES = frozenset({"output", "filter", "join", "order", "group", "limit", "from", "write"})
 SET_KINDS = frozenset({"set", "reset", "set_role", "set_session_authorization", "set_config"})
 COPY_TARGETS = frozenset({"stdout", "stdin", "program", "file"})
 KEYS = (

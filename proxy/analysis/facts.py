@@ -614,9 +614,12 @@ class Walker:
         if op != "SETOP_NONE":
             left = self.select(_unwrap(body["larg"], "SelectStmt"), scope, usage)
             right = self.select(_unwrap(body["rarg"], "SelectStmt"), scope, usage)
+            if _compares_rows(body):
+                for column in (*left, *right):
+                    self.use(column.sources, "group")
             columns = _union_columns(left, right)
             self.sort_clause(body.get("sortClause"), scope, columns)
-            self.limit_clause(body, top)
+            self.limit_clause(body, scope, top)
             return columns
         if body.get("valuesLists"):
             return self.values_lists(body["valuesLists"], scope, usage)
@@ -634,18 +637,23 @@ class Walker:
         for distinct in body.get("distinctClause", ()):
             if distinct:
                 self.by_output_or_expr(distinct, scope, columns, "group")
+            else:  # plain DISTINCT (an empty item): rows are compared whole, as GROUP BY
+                for column in columns:
+                    self.use(column.sources, "group")
         self.sort_clause(body.get("sortClause"), scope, columns)
-        self.limit_clause(body, top)
+        self.limit_clause(body, scope, top)
         return columns
 
-    def limit_clause(self, body: Node, top: bool) -> None:
+    def limit_clause(self, body: Node, scope: Scope, top: bool) -> None:
         count = body.get("limitCount")
         offset = body.get("limitOffset")
-        if offset is not None:
-            self.expr(offset, None, None)
+        # How many rows come back is itself an answer: LIMIT (SELECT ascii(ssn) ...) spells
+        # out a value a row count at a time. (PostgreSQL refuses this level's columns
+        # there, not an outer query's.)
+        self.expr(offset, scope, "limit")
         if count is None:
             return
-        self.expr(count, None, None)
+        self.expr(count, scope, "limit")
         if not top:
             return
         facts = self.facts
@@ -785,6 +793,9 @@ class Walker:
             self.expr(item, scope, "group")
         for item in window.get("orderClause", ()):
             self.expr(item.get("SortBy", {}).get("node"), scope, "order")
+        # ROWS BETWEEN n PRECEDING ...: how many rows each window function sees
+        self.expr(window.get("startOffset"), scope, "limit")
+        self.expr(window.get("endOffset"), scope, "limit")
 
     def with_clause(self, with_clause: Node, scope: Scope) -> None:
         recursive = bool(with_clause.get("recursive"))
@@ -801,6 +812,7 @@ class Walker:
                     columns = self.recursive_cte(name, aliases, body, scope)
                 else:
                     columns = self.select(body, scope, None)
+                self.computed(columns)
             else:
                 span = self.cte_span(cte)
                 self.in_cte_dml = True
@@ -809,13 +821,45 @@ class Walker:
                 finally:
                     self.in_cte_dml = False
                 columns = child.outputs
-            scope.ctes[name] = Cte(name, _rename(columns, aliases))
+            columns = _rename(columns, aliases)
+            scope.ctes[name] = Cte(name, columns + self.search_and_cycle(cte, columns))
+
+    def search_and_cycle(self, cte: Node, columns: list[Column]) -> list[Column]:
+        """The columns a CTE's SEARCH and CYCLE clauses add: the search order and the
+        cycle path hold the values of the columns they name (an array of rows that no
+        mask covers), the cycle mark the result of comparing them."""
+        added: list[Column] = []
+        for key, names_key, usage, added_keys in (
+            ("search_clause", "search_col_list", "order", ("search_seq_column",)),
+            ("cycle_clause", "cycle_col_list", "group", ("cycle_mark_column", "cycle_path_column")),
+        ):
+            clause = cte.get(key)
+            if not isinstance(clause, dict):
+                continue
+            named = set(_names(clause.get(names_key, ())))
+            sources: frozenset[Source] = frozenset()
+            for column in columns:
+                if column.name in named:
+                    sources |= column.sources
+            self.use(sources, usage)
+            added.extend(Column(str(clause.get(k, "")), sources, False) for k in added_keys)
+        return added
+
+    def computed(self, columns: list[Column]) -> None:
+        """A subquery's or CTE's computed columns are read where they are computed, whether
+        or not the statement reads them: a set-returning function there decides how many
+        rows there are (SELECT count(*) FROM (SELECT generate_series(1, ascii(ssn)) ...)),
+        a volatile one runs all the same."""
+        for column in columns:
+            if not column.direct:
+                self.use(column.sources, "from")
 
     def recursive_cte(
         self, name: str, aliases: list[str], body: Node, scope: Scope
     ) -> list[Column]:
         left = self.select(_unwrap(body["larg"], "SelectStmt"), scope, None)
         columns = _rename(left, aliases)
+        right: list[Column] = []
         for _ in range(6):
             scope.ctes[name] = Cte(name, columns)
             right = self.select(_unwrap(body["rarg"], "SelectStmt"), scope, None)
@@ -824,6 +868,9 @@ class Walker:
                 break
             left = merged
             columns = merged
+        if _compares_rows(body):  # UNION without ALL drops rows equal to earlier ones
+            for column in (*columns, *right):
+                self.use(column.sources, "group")
         return columns
 
     # FROM --------------------------------------------------------------------
@@ -839,6 +886,7 @@ class Walker:
         elif kind == "RangeSubselect":
             sub = _unwrap(body.get("subquery"), "SelectStmt")
             columns = self.select(sub, scope, None)
+            self.computed(columns)
             alias = _unwrap(body.get("alias"), "Alias")
             entries = [
                 RangeEntry(
@@ -852,13 +900,14 @@ class Walker:
             entries = [self.range_function(body, scope)]
         elif kind == "RangeTableSample":
             entries = self.from_item(body.get("relation"), scope)
-            self.expr(body.get("args"), scope, None)
-            self.expr(body.get("repeatable"), scope, None)
+            # the sampling percentage and seed decide which rows there are
+            self.expr(body.get("args"), scope, "from")
+            self.expr(body.get("repeatable"), scope, "from")
             return entries  # already in scope
         elif kind in ("RangeTableFunc", "JsonTable"):
             entries = [self.table_function(kind, body, scope)]
         else:
-            sources = self.expr(body, scope, None)
+            sources = self.expr(body, scope, "from")
             entries = [RangeEntry(None, fallback=frozenset(sources))]
         scope.entries.extend(entries)
         return entries
@@ -1033,7 +1082,8 @@ class Walker:
         for pair in body.get("functions", ()):
             items = pair.get("List", {}).get("items", ())
             if items:
-                sources |= self.expr(items[0], scope, None)
+                # a FROM function's arguments decide its rows (generate_series(1, ascii(ssn)))
+                sources |= self.expr(items[0], scope, "from")
                 function_name = _column_name(items[0])
                 names.append(function_name)
             if len(items) > 1 and items[1]:
@@ -1065,12 +1115,12 @@ class Walker:
         sources = set()
         for key, value in body.items():
             if key not in (columns_key, "alias"):
-                sources |= self.expr(value, scope, None)
+                sources |= self.expr(value, scope, "from")
         frozen = frozenset(sources)
         names: list[str] = []
         for col in _find_nodes(body.get(columns_key, []), "RangeTableFuncCol"):
             names.append(str(col.get("colname", "")))
-            sources_col = self.expr(col.get("colexpr"), scope, None)
+            sources_col = self.expr(col.get("colexpr"), scope, "from")
             frozen = frozen | frozenset(sources_col)
         for col in _find_nodes(body.get(columns_key, []), "JsonTableColumn"):
             if col.get("name"):
@@ -2189,6 +2239,12 @@ def _rename(columns: list[Column] | None, aliases: Sequence[str]) -> list[Column
     for index, alias in enumerate(aliases[: len(out)]):
         out[index] = Column(alias, out[index].sources, out[index].direct)
     return out
+
+
+def _compares_rows(body: Node) -> bool:
+    """Whether a set operation compares rows: UNION, INTERSECT and EXCEPT, and the ALL
+    forms of the last two (they match rows); only UNION ALL appends without comparing."""
+    return body.get("op") != "SETOP_UNION" or not body.get("all")
 
 
 def _union_columns(left: list[Column], right: list[Column]) -> list[Column]:

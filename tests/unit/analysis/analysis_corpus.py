@@ -226,7 +226,7 @@ CASES: list[Case] = [
     Case(
         "SELECT DISTINCT status FROM orders",
         rel="orders",
-        cols="orders.status:output",
+        cols="orders.status:output orders.status:group",
         out="status = orders.status",
     ),
     Case(
@@ -358,13 +358,15 @@ CASES: list[Case] = [
     Case(
         "SELECT id FROM customers UNION SELECT customer_id FROM orders",
         rel="customers orders",
-        cols="customers.id:output orders.customer_id:output",
+        cols="customers.id:output orders.customer_id:output customers.id:group"
+        " orders.customer_id:group",
         out="id = customers.id, orders.customer_id",
     ),
     Case(
         "SELECT id FROM customers EXCEPT SELECT customer_id FROM orders WHERE total > 0",
         rel="customers orders",
-        cols="customers.id:output orders.customer_id:output orders.total:filter",
+        cols="customers.id:output orders.customer_id:output orders.total:filter"
+        " customers.id:group orders.customer_id:group",
         out="id = customers.id, orders.customer_id",
     ),
     Case(
@@ -1084,7 +1086,7 @@ CASES: list[Case] = [
         "SELECT v FROM customers c CROSS JOIN LATERAL unnest(ARRAY[c.ssn, c.email]) AS v",
         attack=True,
         rel="customers",
-        cols="customers.ssn:output customers.email:output",
+        cols="customers.ssn:output customers.email:output customers.ssn:from customers.email:from",
         out="v ~ customers.ssn, customers.email",
         fn="unnest",
     ),
@@ -1092,7 +1094,7 @@ CASES: list[Case] = [
         "SELECT k, v FROM customers c, jsonb_each_text(to_jsonb(c)) AS e(k, v)",
         attack=True,
         rel="customers",
-        cols=ALL_CUSTOMERS,
+        cols=f"{ALL_CUSTOMERS} {ALL_CUSTOMERS.replace(':output', ':from')}",
         out=f"k ~ {CUSTOMER_ROW}; v ~ {CUSTOMER_ROW}",
         star="customers",
         fn="jsonb_each_text to_jsonb",
@@ -1572,7 +1574,8 @@ CASES: list[Case] = [
         attack=True,
         rel="customers payments",
         cols="customers.id:output customers.ssn:output customers.id:filter payments.id:output"
-        " payments.card_number:output",
+        " payments.card_number:output customers.id:group customers.ssn:group payments.id:group"
+        " payments.card_number:group",
         out="id = customers.id, payments.id; ssn = customers.ssn, payments.card_number",
     ),
     Case(
@@ -1594,5 +1597,136 @@ CASES: list[Case] = [
         " orders.total:filter payments.amount:filter",
         out="email = customers.email",
         where=True,
+    ),
+    # Values that reach the client as a number of rows, an order or a comparison only
+    # (limit, from, group): each one spells out a protected column given enough queries.
+    Case(
+        "SELECT g FROM generate_series(1, 1000) g"
+        " LIMIT (SELECT ascii(ssn) FROM customers WHERE id = 42)",
+        attack=True,
+        rel="customers",
+        cols="customers.id:filter customers.ssn:limit",
+        out="g",
+        fn="ascii generate_series",
+    ),
+    Case(
+        "SELECT g FROM generate_series(1, 1000) g"
+        " OFFSET (SELECT ascii(email) FROM customers WHERE id = 42) LIMIT 1",
+        attack=True,
+        rel="customers",
+        cols="customers.email:limit customers.id:filter",
+        out="g",
+        fn="ascii generate_series",
+        limit=1,
+    ),
+    Case(  # an outer query's column in a subquery's LIMIT
+        "SELECT (SELECT count(*) FROM (SELECT 1 FROM orders LIMIT ascii(c.ssn)) s)"
+        " FROM customers c WHERE c.id = 42",
+        attack=True,
+        rel="customers orders",
+        cols="customers.id:filter customers.ssn:limit",
+        out="count",
+        fn="ascii count",
+        where=True,
+    ),
+    Case(
+        "SELECT count(*) FROM (SELECT generate_series(1, ascii(ssn)) FROM customers"
+        " WHERE id = 42) s",
+        attack=True,
+        rel="customers",
+        cols="customers.id:filter customers.ssn:from",
+        out="count",
+        fn="ascii count generate_series",
+    ),
+    Case(
+        "WITH x AS (SELECT generate_series(1, ascii(ssn)) AS n FROM customers WHERE id = 42)"
+        " SELECT count(*) FROM x",
+        attack=True,
+        rel="customers",
+        cols="customers.id:filter customers.ssn:from",
+        out="count",
+        fn="ascii count generate_series",
+    ),
+    Case(
+        "SELECT count(*) FROM customers c, LATERAL generate_series(1, ascii(c.ssn)) g"
+        " WHERE c.id = 42",
+        attack=True,
+        rel="customers",
+        cols="customers.id:filter customers.ssn:from",
+        out="count",
+        fn="ascii count generate_series",
+        where=True,
+    ),
+    Case(
+        "SELECT count(*) FROM orders"
+        " TABLESAMPLE BERNOULLI ((SELECT ascii(ssn) FROM customers WHERE id = 42))",
+        attack=True,
+        rel="customers orders",
+        cols="customers.id:filter customers.ssn:from",
+        out="count",
+        fn="ascii count",
+    ),
+    Case(
+        "SELECT sum(1) OVER (ORDER BY g ROWS BETWEEN (SELECT ascii(ssn) FROM customers"
+        " WHERE id = 42) PRECEDING AND CURRENT ROW) FROM generate_series(1, 200) g",
+        attack=True,
+        rel="customers",
+        cols="customers.id:filter customers.ssn:limit",
+        out="sum",
+        fn="ascii generate_series sum",
+    ),
+    Case(
+        "SELECT count(*) FROM XMLTABLE('/a' PASSING xmlelement(name a, (SELECT ssn"
+        " FROM customers WHERE id = 42)) COLUMNS v text PATH '.') x",
+        attack=True,
+        rel="customers",
+        cols="customers.id:filter customers.ssn:from",
+        out="count",
+        fn="count",
+    ),
+    Case(
+        "SELECT email FROM customers WHERE id = 42"
+        " INTERSECT ALL SELECT status FROM orders WHERE id = 1",
+        attack=True,
+        rel="customers orders",
+        cols="customers.email:group customers.email:output customers.id:filter"
+        " orders.id:filter orders.status:group orders.status:output",
+        out="email = customers.email, orders.status",
+        where=True,
+    ),
+    Case(  # appends without comparing
+        "SELECT email FROM customers WHERE id = 42 UNION ALL SELECT status FROM orders"
+        " WHERE id = 1",
+        attack=True,
+        rel="customers orders",
+        cols="customers.email:output customers.id:filter orders.id:filter orders.status:output",
+        out="email = customers.email, orders.status",
+        where=True,
+    ),
+    Case(  # the cycle path is an array of the cycle columns' rows
+        "WITH RECURSIVE r(e) AS (SELECT email FROM customers WHERE id = 42 UNION ALL"
+        " SELECT e FROM r) CYCLE e SET c USING p SELECT p FROM r",
+        attack=True,
+        rel="customers",
+        cols="customers.email:group customers.email:output customers.id:filter",
+        out="p ~ customers.email",
+    ),
+    Case(
+        "WITH RECURSIVE r(e, n) AS (SELECT email, 1 FROM customers UNION ALL"
+        " SELECT e, n + 1 FROM r WHERE n < 2) SEARCH BREADTH FIRST BY e SET o"
+        " SELECT o, n FROM r",
+        attack=True,
+        rel="customers",
+        cols="customers.email:order customers.email:output",
+        out="o ~ customers.email; n",
+    ),
+    Case(
+        "WITH RECURSIVE r(e) AS (SELECT email FROM customers UNION SELECT e FROM r)"
+        " SELECT count(*) FROM r",
+        attack=True,
+        rel="customers",
+        cols="customers.email:group",
+        out="count",
+        fn="count",
     ),
 ]
