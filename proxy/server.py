@@ -123,6 +123,7 @@ class ProxyServer:
         self.catalogs: dict[
             str, tuple[Catalog | None, float, asyncio.Future[Catalog | None] | None]
         ] = {}
+        self._catalog_read_at: dict[str, float] = {}  # database -> when its last load ended
         self.mask_key = MaskKey(config.mask_hash_key or secrets.token_bytes(32))
 
     @property
@@ -181,6 +182,7 @@ class ProxyServer:
                 self.analyzer(database).set_catalog(catalog)
             ttl = CATALOG_TTL_S if catalog is not None else CATALOG_RETRY_S
             self.catalogs[database] = (catalog or previous, time.monotonic() + ttl, None)
+            self._catalog_read_at[database] = time.monotonic()
 
         loading.add_done_callback(loaded)
         return loading
@@ -196,6 +198,19 @@ class ProxyServer:
         entry = self.catalogs.get(database)
         if entry is not None and entry[2] is None:
             self.catalogs[database] = (entry[0], 0.0, None)
+
+    def catalog_missing(self, database: str, role: str) -> None:
+        """A refused statement named a relation the catalog does not know: created since
+        the catalog was read (a migration's view, DDL that did not go through the proxy),
+        or not there at all. Read it again now, so that a retry sees the relation with its
+        lineage; at most once every CATALOG_RETRY_S, so that naming relations that do not
+        exist cannot keep the proxy reading catalogs."""
+        entry = self.catalogs.get(database)
+        if entry is None or entry[2] is not None:
+            return
+        if time.monotonic() - self._catalog_read_at.get(database, 0.0) < CATALOG_RETRY_S:
+            return
+        self._reload_catalog(database, role)
 
     async def _load_catalog(self, database: str, role: str) -> Catalog | None:
         try:
@@ -278,6 +293,7 @@ class ClientConnection(asyncio.Protocol):
         self.relay: RelayCore | None = None
         self.upstream: asyncio.Transport | None = None
         self.upstream_key: m.BackendKeyData | None = None
+        self.upstream_role = ""
         self.key: tuple[int, int] | None = None
         self._tasks: set[asyncio.Task[None]] = set()
         self._timer: asyncio.TimerHandle | None = None
@@ -608,6 +624,7 @@ class ClientConnection(asyncio.Protocol):
         await self._connect_upstream(grant.upstream_role)
 
     async def _connect_upstream(self, role: str) -> None:
+        self.upstream_role = role
         params = dict(self.parameters)
         database = self.parameters["database"]
         catalog = await self.server.catalog_for(database, role)
@@ -748,6 +765,10 @@ class ClientConnection(asyncio.Protocol):
             decision = Decision(Action.DENY, (reason,), new_decision_id(), code="proxy_refused")
         facts = refused.analysis.statement.facts if refused.analysis is not None else None
         self.server.audit.refusal(self.identity, self.facts, decision, facts, refused.sqlstate)
+        if facts is not None and any(
+            relation.get("kind") == "unknown" for relation in facts.get("relations") or ()
+        ):
+            self.server.catalog_missing(self.parameters["database"], self.upstream_role)
 
     def _executed(self, execution: Execution) -> None:
         assert self.identity is not None

@@ -143,6 +143,23 @@ outcomes contains facts.outcome("deny", reason) if {
 	)
 }
 
+# A relation the proxy's schema catalog does not know: created after the proxy read the
+# schema (a migration's view over customers) or not there at all. Its columns have no
+# lineage to a classified column and no mask can follow them, so an identity with masked
+# or denied classes may not read it; the proxy reads the catalog again when it refuses
+# such a statement, and a retry then sees the relation with its lineage.
+outcomes contains facts.outcome("deny", reason) if {
+	some relation in input.statement.relations
+	relation.kind == "unknown"
+	relation.access == "read"
+	restricted
+	reason := sprintf("masking: %s is not in the proxy's schema catalog (%s), so its columns cannot be masked; %s", [
+		facts.relation_name(relation),
+		"created since it was read?",
+		"retry in a few seconds",
+	])
+}
+
 # Cost (opa bench on the reference agent:reporting read, which nests nothing and calls
 # no function): a first expression that indexes input ("nested[0]") is undefined for it
 # and costs nothing; "nested != []", "count(nested) > 0" or iterating facts.statements

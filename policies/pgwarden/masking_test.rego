@@ -329,6 +329,25 @@ test_allow_planner_statistics_for_dba_and_other_catalog_relations if {
 	verdicts(fx.reporting, {"relations": [own_table]}) == {}
 }
 
+unknown_relation(access) := {"relations": [
+	{"schema": "public", "name": "contact_book", "kind": "unknown", "access": access},
+]}
+
+test_deny_reading_a_relation_the_catalog_does_not_know_to_restricted_identities if {
+	reason := concat("", [
+		"masking: public.contact_book is not in the proxy's schema catalog (created since it was read?), ",
+		"so its columns cannot be masked; retry in a few seconds",
+	])
+	verdicts(fx.reporting, unknown_relation("read")) == {reason: "deny"}
+	verdicts(fx.etl, unknown_relation("read")) == {reason: "deny"}
+}
+
+test_allow_unknown_relation_for_dba_and_when_not_read if {
+	verdicts(fx.dba, unknown_relation("read")) == {}
+	verdicts(fx.etl, unknown_relation("write")) == {}
+	verdicts(fx.reporting, unknown_relation("ddl")) == {}
+}
+
 # restricted: a profile that masks a class without denying any is restricted too.
 test_deny_restricted_with_masks_only if {
 	probe := {"probe": {"match": {"subjects": ["agent:probe"]}, "denied_classes": [], "masks": {"pii": {"*": "hash"}}}}
