@@ -58,6 +58,7 @@ class ProxyConfig:
     startup_timeout_s: float = 10.0
     idle_timeout_s: float = 0.0
     shutdown_grace_s: float = 30.0
+    catalog_ttl_s: float = 60.0
     mask_hash_key: bytes | None = None
     audit: AuditConfig | None = None
 
@@ -80,6 +81,7 @@ class ProxyConfig:
         startup_timeout = _seconds(proxy, "startup_timeout_s", 10.0, allow_zero=False)
         idle_timeout = _seconds(proxy, "idle_timeout_s", 0.0, allow_zero=True)
         grace = _seconds(proxy, "shutdown_grace_s", 30.0, allow_zero=True)
+        catalog_ttl = _seconds(proxy, "catalog_ttl_s", 60.0, allow_zero=False)
         key_file = proxy.optional("mask_hash_key_file", str)
         mask_key = None
         if key_file is not None:
@@ -154,6 +156,7 @@ class ProxyConfig:
             startup_timeout_s=startup_timeout,
             idle_timeout_s=idle_timeout,
             shutdown_grace_s=grace,
+            catalog_ttl_s=catalog_ttl,
             mask_hash_key=mask_key,
             audit=audit,
         )

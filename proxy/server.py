@@ -60,7 +60,6 @@ FORWARDED_PARAMETERS = frozenset(
     }
 )
 NEWEST_MINOR_VERSION = 0
-CATALOG_TTL_S = 60.0
 CATALOG_RETRY_S = 5.0
 BASE_RELATION_KINDS = frozenset({"table", "partitioned_table", "foreign_table"})
 FALSE_WORDS = frozenset({"false", "off", "no", "0"})
@@ -124,6 +123,9 @@ class ProxyServer:
             str, tuple[Catalog | None, float, asyncio.Future[Catalog | None] | None]
         ] = {}
         self._catalog_read_at: dict[str, float] = {}  # database -> when its last load ended
+        self._catalog_roles: dict[str, str] = {}  # database -> the role that reads it
+        self._catalog_stale: set[str] = set()  # changed while a load was in progress
+        self._refresher: asyncio.Task[None] | None = None
         self.mask_key = MaskKey(config.mask_hash_key or secrets.token_bytes(32))
 
     @property
@@ -142,10 +144,13 @@ class ProxyServer:
             backlog=1024,
         )
         log.info("listening", extra={"event": "listening", "port": self.port})
+        self._refresher = asyncio.create_task(self._refresh_catalogs(), name="catalog-refresh")
 
     async def shutdown(self, grace_s: float | None = None) -> None:
         """Stop accepting; let sessions finish within the grace period; then end them."""
         grace = self.config.shutdown_grace_s if grace_s is None else grace_s
+        if self._refresher is not None:
+            self._refresher.cancel()
         if self._server is not None:
             self._server.close()
         try:
@@ -171,7 +176,27 @@ class ProxyServer:
             self._reload_catalog(database, role)
         return catalog
 
+    async def _refresh_catalogs(self) -> None:
+        """Read again, when it expires, the catalog of each database that sessions are
+        using: sessions that live long (a pool) must not keep a catalog older than
+        ``catalog_ttl_s``, or a view redefined directly in PostgreSQL would keep its old
+        lineage for them (a new session reloads an expired catalog itself)."""
+        ttl = self.config.catalog_ttl_s
+        while True:
+            now = time.monotonic()
+            in_use = {s.parameters.get("database") for s in self.sessions if s.upstream_role}
+            due = now + ttl
+            for database, (_, valid_until, loading) in list(self.catalogs.items()):
+                if database not in in_use or loading is not None:
+                    continue
+                if valid_until <= now:
+                    self._reload_catalog(database, self._catalog_roles[database])
+                else:
+                    due = min(due, valid_until)
+            await asyncio.sleep(max(due - now, 0.05))
+
     def _reload_catalog(self, database: str, role: str) -> asyncio.Future[Catalog | None]:
+        self._catalog_roles[database] = role
         previous = self.catalogs.get(database, (None, 0.0, None))[0]
         loading = asyncio.ensure_future(self._load_catalog(database, role))
         self.catalogs[database] = (previous, 0.0, loading)
@@ -180,9 +205,12 @@ class ProxyServer:
             catalog = None if done.cancelled() or done.exception() else done.result()
             if catalog is not None:
                 self.analyzer(database).set_catalog(catalog)
-            ttl = CATALOG_TTL_S if catalog is not None else CATALOG_RETRY_S
+            ttl = self.config.catalog_ttl_s if catalog is not None else CATALOG_RETRY_S
             self.catalogs[database] = (catalog or previous, time.monotonic() + ttl, None)
             self._catalog_read_at[database] = time.monotonic()
+            if database in self._catalog_stale:
+                self._catalog_stale.discard(database)
+                self._reload_catalog(database, role)
 
         loading.add_done_callback(loaded)
         return loading
@@ -194,10 +222,15 @@ class ProxyServer:
         return analyzer
 
     def catalog_changed(self, database: str) -> None:
-        """DDL went through: reload the catalog for the next session that needs it."""
+        """DDL went through: read the catalog again now (after the load in progress, when
+        there is one: it may have read the schema before the DDL)."""
         entry = self.catalogs.get(database)
-        if entry is not None and entry[2] is None:
-            self.catalogs[database] = (entry[0], 0.0, None)
+        if entry is None:
+            return
+        if entry[2] is not None:
+            self._catalog_stale.add(database)
+        else:
+            self._reload_catalog(database, self._catalog_roles[database])
 
     def catalog_missing(self, database: str, role: str) -> None:
         """A refused statement named a relation the catalog does not know: created since

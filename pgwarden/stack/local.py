@@ -62,9 +62,15 @@ class Stack:
         (self.state_dir / "stack.json").unlink(missing_ok=True)
 
 
-def start(state_dir: Path, *, proxy_port: int | None = None, policies: Path = POLICIES) -> Stack:
+def start(
+    state_dir: Path,
+    *,
+    proxy_port: int | None = None,
+    policies: Path = POLICIES,
+    proxy_settings: str = "",
+) -> Stack:
     """Start everything; return when every part answers. On failure nothing is left
-    running."""
+    running. ``proxy_settings``: more keys for the proxy's ``[proxy]`` table (TOML lines)."""
     state_dir.mkdir(parents=True, exist_ok=True)
     stack_file = state_dir / "stack.json"
     if stack_file.exists() and _alive(json.loads(stack_file.read_text())):
@@ -99,6 +105,7 @@ def start(state_dir: Path, *, proxy_port: int | None = None, policies: Path = PO
             cert=cert,
             key=key,
             port=port,
+            settings=proxy_settings,
         )
         proxy = PgwardenProcess(
             "proxy", config, host="127.0.0.1", port=port, log_path=state_dir / "proxy.log"
@@ -149,6 +156,7 @@ def _write_proxy_config(
     cert: Path,
     key: Path,
     port: int,
+    settings: str = "",
 ) -> Path:
     roles = "".join(
         f'[upstream.roles.{name}]\npassword = "{login.password}"\n\n'
@@ -156,7 +164,7 @@ def _write_proxy_config(
     )
     config = state_dir / "proxy.toml"
     config.write_text(
-        f'[proxy]\nlisten = "127.0.0.1"\nport = {port}\nproxy_id = "local"\n\n'
+        f'[proxy]\nlisten = "127.0.0.1"\nport = {port}\nproxy_id = "local"\n{settings}\n\n'
         f'[tls]\ncert_file = "{cert}"\nkey_file = "{key}"\nrequire = true\n\n'
         f'[upstream]\nhost = "{cluster.host}"\nport = {cluster.port}\n'
         f'sslmode = "verify-full"\nca_file = "{cluster.tls_cert}"\n\n{roles}'

@@ -19,7 +19,7 @@ from pgwarden.stack import local
 from pgwarden.stack.pgwarden_process import PgwardenProcess
 from pgwarden.stack.postgres import PostgresCluster
 from pgwarden.stack.process import free_port
-from tests.integration.stack_fixtures import stack_state_dir
+from tests.integration.stack_fixtures import running_stack
 from tests.integration.wiretap import (
     WiretapProcess,
     jsonl_records,
@@ -180,22 +180,5 @@ def policy_copy(tmp_path_factory: pytest.TempPathFactory) -> Path:
 @pytest.fixture(scope="module")
 def stack(policy_copy: Path) -> Iterator[local.Stack]:
     """The reference scenario running: PostgreSQL, PDP + OPA (a copy of the pack), proxy."""
-    base = stack_state_dir()
-    running = local.start(base / "state", policies=policy_copy)
-    proxy = running.info["proxy"]
-    tls = (running.state_dir / "tls" / "cert.pem", running.state_dir / "tls" / "key.pem")
-    tap = WiretapProcess(base, (proxy["host"], proxy["port"]), tls=tls)
-    try:
-        tap.start_and_wait()
-        # The tests reach the proxy through the tap.
-        running.info = {**running.info, "proxy": {**proxy, "port": tap.port}}
+    with running_stack(policy_copy) as running:
         yield running
-    finally:
-        running.stop()
-        tap.stop()
-    # Every statement the module's clients saw end is in the PDP's audit store, once.
-    audit = Path(running.info["audit"]["file"])
-    records = jsonl_records(audit)
-    problems = reconcile(tap.connections(), records)
-    shutil.rmtree(base, ignore_errors=True)
-    assert not problems, f"{audit} against {tap.out}:\n" + "\n".join(problems)

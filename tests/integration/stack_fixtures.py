@@ -2,10 +2,14 @@
 
 from __future__ import annotations
 
+import contextlib
+import shutil
 import tempfile
+from collections.abc import Iterator
 from pathlib import Path
 
 from pgwarden.stack import local
+from tests.integration.wiretap import WiretapProcess, jsonl_records, reconcile
 
 
 def stack_state_dir() -> Path:
@@ -23,3 +27,28 @@ def dsn(stack: local.Stack, subject: str, **params: str) -> str:
         f"user={subject} password={stack.info['tokens'][subject]} sslmode=verify-full "
         f"sslrootcert={proxy['ca_file']}{extra}"
     )
+
+
+@contextlib.contextmanager
+def running_stack(policy_copy: Path, proxy_settings: str = "") -> Iterator[local.Stack]:
+    """The reference scenario behind a wiretap (``proxy_settings``: more ``[proxy]`` keys);
+    once stopped, its audit store must hold every statement its clients saw end, once."""
+    base = stack_state_dir()
+    running = local.start(base / "state", policies=policy_copy, proxy_settings=proxy_settings)
+    proxy = running.info["proxy"]
+    tls = (running.state_dir / "tls" / "cert.pem", running.state_dir / "tls" / "key.pem")
+    tap = WiretapProcess(base, (proxy["host"], proxy["port"]), tls=tls)
+    try:
+        tap.start_and_wait()
+        # The tests reach the proxy through the tap.
+        running.info = {**running.info, "proxy": {**proxy, "port": tap.port}}
+        yield running
+    finally:
+        running.stop()
+        tap.stop()
+    # Every statement the clients saw end is in the PDP's audit store, once.
+    audit = Path(running.info["audit"]["file"])
+    records = jsonl_records(audit)
+    problems = reconcile(tap.connections(), records)
+    shutil.rmtree(base, ignore_errors=True)
+    assert not problems, f"{audit} against {tap.out}:\n" + "\n".join(problems)

@@ -1,21 +1,29 @@
-"""A view over a classified table created after the proxy read the schema catalog (as a
-migration run directly against PostgreSQL would): until the proxy knows it, its columns
-have no lineage to mask, so agent:reporting is refused; the refusal makes the proxy read
-the catalog again, and a retry then returns the view's e-mails masked."""
+"""Views changed directly in PostgreSQL (as a migration would) after the proxy read the
+schema catalog. A new view has no lineage to mask until the proxy knows it: agent:reporting
+is refused, the refusal makes the proxy read the catalog again, and a retry returns the
+view's e-mails masked. A view dropped and created again over another column is followed
+by the sessions already open once the catalog is ``catalog_ttl_s`` old (1 s here)."""
 
 from __future__ import annotations
 
 import time
 from collections.abc import Iterator
+from pathlib import Path
 
 import psycopg
 import pytest
 
 from pgwarden.stack import local
-from tests.integration.stack_fixtures import dsn
+from tests.integration.stack_fixtures import dsn, running_stack
 
 QUERY = "SELECT id, email FROM contact_book WHERE id = 42 LIMIT 1"
 UNKNOWN = "public.contact_book is not in the proxy's schema catalog"
+
+
+@pytest.fixture(scope="module")
+def stack(policy_copy: Path) -> Iterator[local.Stack]:
+    with running_stack(policy_copy, "catalog_ttl_s = 1") as running:
+        yield running
 
 
 @pytest.fixture
@@ -55,3 +63,51 @@ def test_a_view_created_after_the_catalog_is_refused_then_masked(
     assert customer == 42
     assert email != contact_book
     assert email == contact_book[0] + "***@" + contact_book.split("@")[1]
+
+
+def test_a_view_redefined_over_a_secret_is_followed_by_an_open_session(
+    stack: local.Stack,
+) -> None:
+    """contact_dates returns created_at; dropped and created again, its created_at is the
+    SSN. The reporting session that read it before stays open: within catalog_ttl_s the
+    proxy follows the new definition, and the secret is refused, not returned."""
+    query = "SELECT created_at FROM contact_dates WHERE id = 42 LIMIT 1"
+    stack.cluster.psql(
+        "CREATE VIEW contact_dates AS SELECT id, created_at FROM customers;"
+        " GRANT SELECT ON contact_dates TO shop_reporting",
+        dbname="shop",
+    )
+    try:
+        with psycopg.connect(dsn(stack, "agent:reporting"), autocommit=True) as conn:
+            assert until_allowed(conn, query)  # once the proxy knows the view
+            stack.cluster.psql(
+                "DROP VIEW contact_dates; CREATE VIEW contact_dates AS"
+                " SELECT id, ssn AS created_at FROM customers;"
+                " GRANT SELECT ON contact_dates TO shop_reporting",
+                dbname="shop",
+            )
+            refusal = until_refused(conn, query)
+        assert "public.customers.ssn is secret and may not be read" in refusal
+    finally:
+        stack.cluster.psql("DROP VIEW IF EXISTS contact_dates", dbname="shop")
+
+
+def until_allowed(conn: psycopg.Connection, query: str) -> list[tuple[object, ...]]:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            return conn.execute(query).fetchall()
+        except psycopg.Error:
+            time.sleep(0.05)
+    raise AssertionError(f"never allowed: {query}")
+
+
+def until_refused(conn: psycopg.Connection, query: str) -> str:
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            conn.execute(query).fetchall()
+        except psycopg.Error as exc:
+            return str(exc)
+        time.sleep(0.05)
+    raise AssertionError(f"never refused: {query}")

@@ -59,6 +59,7 @@ def test_every_key_of_the_example_is_documented(section: str) -> None:
             lambda d: d["proxy"].update(startup_timeout_s=True),
             r"startup_timeout_s: must be a number",
         ),
+        (lambda d: d["proxy"].update(catalog_ttl_s=0), r"proxy\.catalog_ttl_s: must be positive"),
     ],
 )
 def test_errors_name_file_and_key(
