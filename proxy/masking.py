@@ -17,13 +17,19 @@ import re
 import struct
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
+from typing import TYPE_CHECKING
 
 from pgwarden.proxy.protocol.messages import ProtocolViolation
+
+if TYPE_CHECKING:
+    from pgwarden.proxy.analysis.catalog import Catalog
 
 MASK_FUNCTIONS = ("partial_email", "last4", "hash", "redact", "null")
 # Text-like types whose binary format is the UTF-8 text itself.
 TEXT_TYPES = frozenset({25, 1043, 1042, 19, 705})  # text, varchar, bpchar, name, unknown
 REDACTED = "[redacted]"
+# Relations whose RowDescription columns are base columns (a view's are not: lineage).
+BASE_RELATION_KINDS = frozenset({"table", "partitioned_table", "foreign_table"})
 
 _I16 = struct.Struct("!h")
 _I32 = struct.Struct("!i")
@@ -181,6 +187,30 @@ def content_detector(names: Sequence[str]) -> ValueMask:
         return value
 
     return detect
+
+
+def column_namer(catalog: Catalog | None) -> Callable[[int, int], str | None]:
+    """``(table oid, attnum) -> "schema.table.column"`` from the catalog, if any."""
+    if catalog is None:
+        return lambda oid, attnum: None
+
+    def name(oid: int, attnum: int) -> str | None:
+        found = catalog.column(oid, attnum)
+        if found is None:
+            return None
+        relation, column = found
+        if relation.kind not in BASE_RELATION_KINDS:
+            # A view's column: masks name base columns, so let lineage decide.
+            return None
+        # A partition's or inheritance child's column is its root table's (the analyzer
+        # names it so); with several roots that have it, lineage decides.
+        roots = [r for r in catalog.roots(relation.oid) if column.name in r.column_names()]
+        if len(roots) > 1:
+            return None
+        owner = roots[0] if roots else relation
+        return f"{owner.schema}.{owner.name}.{column.name}"
+
+    return name
 
 
 def plan_row_mask(

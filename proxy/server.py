@@ -11,7 +11,7 @@ import secrets
 import ssl
 import time
 import uuid
-from collections.abc import Callable, Coroutine
+from collections.abc import Coroutine
 from enum import Enum
 from typing import Any, Protocol, cast
 
@@ -30,7 +30,7 @@ from pgwarden.proxy.decision import (
     SessionFacts,
     new_decision_id,
 )
-from pgwarden.proxy.masking import MaskKey
+from pgwarden.proxy.masking import MaskKey, column_namer
 from pgwarden.proxy.protocol import messages as m
 from pgwarden.proxy.protocol.framing import FrameBuffer
 from pgwarden.proxy.relay import DecisionRequest, Execution, Refused, RelayCore
@@ -61,7 +61,6 @@ FORWARDED_PARAMETERS = frozenset(
 )
 NEWEST_MINOR_VERSION = 0
 CATALOG_RETRY_S = 5.0
-BASE_RELATION_KINDS = frozenset({"table", "partitioned_table", "foreign_table"})
 FALSE_WORDS = frozenset({"false", "off", "no", "0"})
 
 
@@ -692,7 +691,7 @@ class ClientConnection(asyncio.Protocol):
         relay = RelayCore(
             SessionStatements(analyzer, state),
             max_message_size=self.config.max_message_size,
-            column_name=_column_namer(catalog),
+            column_name=column_namer(catalog),
             mask_key=self.server.mask_key,
             on_complete=self._executed,
             on_refused=self._refused,
@@ -886,21 +885,3 @@ def _audit_unavailable() -> Decision:
         new_decision_id(),
         code=DecisionCode.AUDIT_UNAVAILABLE,
     )
-
-
-def _column_namer(catalog: Catalog | None) -> Callable[[int, int], str | None]:
-    """``(table oid, attnum) -> "schema.table.column"`` from the catalog, if any."""
-    if catalog is None:
-        return lambda oid, attnum: None
-
-    def name(oid: int, attnum: int) -> str | None:
-        found = catalog.column(oid, attnum)
-        if found is None:
-            return None
-        relation, column = found
-        if relation.kind not in BASE_RELATION_KINDS:
-            # A view's column: masks name base columns, so let lineage decide.
-            return None
-        return f"{relation.schema}.{relation.name}.{column.name}"
-
-    return name

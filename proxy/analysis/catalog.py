@@ -69,6 +69,10 @@ FROM pg_rewrite r JOIN pg_depend d
   ON d.classid = 'pg_rewrite'::regclass AND d.objid = r.oid
  AND d.refclassid = 'pg_class'::regclass AND d.refobjid <> r.ev_class
 ORDER BY 1, 2""",
+    # child oid, parent oid: partitions and inheritance children (indexes' rows too,
+    # which name no relation of the catalog)
+    "inherits": """
+SELECT i.inhrelid::int8, i.inhparent::int8 FROM pg_inherits i ORDER BY 1, 2""",
     # schema, function name (one row per distinct name)
     "functions": """
 SELECT DISTINCT n.nspname::text, p.proname::text
@@ -117,6 +121,8 @@ class Catalog:
     functions: frozenset[tuple[str, str]] = frozenset()
     schemas: frozenset[str] = frozenset()
     view_dependencies: Mapping[int, frozenset[int]] = field(default_factory=dict)
+    #: child oid -> parent oids (pg_inherits: partitions and inheritance children)
+    parents: Mapping[int, frozenset[int]] = field(default_factory=dict)
     version: int = field(default_factory=lambda: next(_versions))
     by_oid: Mapping[int, CatalogRelation] = field(init=False, repr=False)
 
@@ -141,6 +147,25 @@ class Catalog:
             if column.attnum == attnum:
                 return relation, column
         return None
+
+    def roots(self, oid: int) -> tuple[CatalogRelation, ...]:
+        """The top-most tables a partition or inheritance child descends from (its rows
+        are theirs: ``SELECT ... FROM customers`` returns them), in oid order; empty for
+        a relation that inherits from none."""
+        roots: dict[int, CatalogRelation] = {}
+        seen = {oid}
+        stack = list(self.parents.get(oid, ()))
+        while stack:
+            current = stack.pop()
+            if current in seen:
+                continue
+            seen.add(current)
+            above = self.parents.get(current)
+            if above:
+                stack.extend(above)
+            elif (relation := self.by_oid.get(current)) is not None:
+                roots[current] = relation
+        return tuple(roots[k] for k in sorted(roots))
 
     def base_relations(self, oid: int) -> frozenset[int]:
         """The oids of the tables a view reads, through views of views."""
@@ -191,6 +216,9 @@ def load_catalog(
     deps: dict[int, set[int]] = {}
     for view_oid, ref_oid in rows.get("view_dependencies", ()):
         deps.setdefault(int(view_oid), set()).add(int(ref_oid))
+    parents: dict[int, set[int]] = {}
+    for child, parent in rows.get("inherits", ()):
+        parents.setdefault(int(child), set()).add(int(parent))
     functions = frozenset((str(s), str(n)) for s, n in rows.get("functions", ()))
     schemas = {str(s) for (s,) in rows.get("schemas", ())}
     schemas.update(schema for schema, _ in relations)
@@ -199,6 +227,7 @@ def load_catalog(
         functions,
         frozenset(schemas),
         {k: frozenset(v) for k, v in deps.items()},
+        {k: frozenset(v) for k, v in parents.items()},
     )
 
 
@@ -206,10 +235,12 @@ def catalog_of(
     tables: Mapping[str, Sequence[str]],
     views: Mapping[str, tuple[Sequence[str], str]] | None = None,
     functions: Iterable[str] = (),
+    inherits: Mapping[str, Sequence[str]] | None = None,
 ) -> Catalog:
     """A catalog written by hand (tests, ``pgwarden explain`` without a database):
     ``tables`` maps ``"schema.name"`` to column names; ``views`` maps ``"schema.name"``
-    to (column names, schema-qualified definition)."""
+    to (column names, schema-qualified definition); ``inherits`` a child table to its
+    parents."""
     oids = itertools.count(16384)
     relations: dict[tuple[str, str], CatalogRelation] = {}
 
@@ -226,4 +257,9 @@ def catalog_of(
         add(qualified, names, "view", definition)
     funcs = frozenset((f.partition(".")[0], f.partition(".")[2]) for f in functions)
     schemas = frozenset({s for s, _ in relations} | {"pg_catalog", "public"})
-    return Catalog(relations, funcs, schemas)
+
+    def oid(qualified: str) -> int:
+        return relations[(qualified.partition(".")[0], qualified.partition(".")[2])].oid
+
+    parents = {oid(c): frozenset(oid(p) for p in ps) for c, ps in (inherits or {}).items()}
+    return Catalog(relations, funcs, schemas, parents=parents)

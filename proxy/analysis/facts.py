@@ -185,6 +185,7 @@ class RangeEntry:
     fallback: frozenset[Source] | None = None
     children: list[RangeEntry] = field(default_factory=list)
     merged_away: set[str] = field(default_factory=set)  # USING columns of a join side
+    roots: tuple[str, ...] = ()  # the tables a partition or inheritance child descends from
 
     def flat(self) -> Iterator[RangeEntry]:
         yield self
@@ -934,12 +935,19 @@ class Walker:
         kind = catalog_rel.kind if catalog_rel else "unknown"
         self.facts.relations.add((relation[0], relation[1], kind, access))
         columns: list[Column] | None = None
+        roots: tuple[CatalogRelation, ...] = ()
         if catalog_rel is not None:
             if catalog_rel.kind in ("view", "materialized_view") and catalog_rel.view_definition:
                 columns = self.view_columns(catalog_rel)
             else:
+                # A partition's or inheritance child's rows are its root table's rows
+                # (SELECT ... FROM customers returns them): it is read and written as the
+                # root, and its columns are the root's, classified and masked as such.
+                roots = self.catalog.roots(catalog_rel.oid) if self.catalog else ()
+                for root in roots:
+                    self.facts.relations.add((root.schema, root.name, root.kind, access))
                 columns = [
-                    Column(c.name, frozenset({(qualified, c.name)}), True)
+                    Column(c.name, _inherited(qualified, c.name, roots), True)
                     for c in catalog_rel.columns
                 ]
         return RangeEntry(
@@ -947,6 +955,7 @@ class Walker:
             schema=None if alias.get("aliasname") else relation[0],
             relation=qualified,
             columns=_rename(columns, colnames) if columns is not None else None,
+            roots=tuple(root.qualified for root in roots),
         )
 
     def created_entry(
@@ -1209,6 +1218,7 @@ class Walker:
         merged USING columns appear once)."""
         if entry.relation is not None and record_star:
             self.facts.star.add(entry.relation)
+            self.facts.star.update(entry.roots)
         if entry.columns is not None:
             if unqualified and entry.merged_away:
                 return [c for c in entry.columns if c.name not in entry.merged_away]
@@ -2239,6 +2249,15 @@ def _rename(columns: list[Column] | None, aliases: Sequence[str]) -> list[Column
     for index, alias in enumerate(aliases[: len(out)]):
         out[index] = Column(alias, out[index].sources, out[index].direct)
     return out
+
+
+def _inherited(qualified: str, column: str, roots: Sequence[CatalogRelation]) -> frozenset[Source]:
+    """The sources of a table's column: the same column of the roots it descends from
+    that have it (a column of the child's own: the child's)."""
+    inherited = frozenset(
+        (root.qualified, column) for root in roots if column in root.column_names()
+    )
+    return inherited or frozenset({(qualified, column)})
 
 
 def _compares_rows(body: Node) -> bool:

@@ -2,7 +2,9 @@
 schema catalog. A new view has no lineage to mask until the proxy knows it: agent:reporting
 is refused, the refusal makes the proxy read the catalog again, and a retry returns the
 view's e-mails masked. A view dropped and created again over another column is followed
-by the sessions already open once the catalog is ``catalog_ttl_s`` old (1 s here)."""
+by the sessions already open once the catalog is ``catalog_ttl_s`` old (1 s here). A table
+that inherits from customers (a partition is the same in the catalog) holds customers'
+rows: it is classified and masked as customers."""
 
 from __future__ import annotations
 
@@ -111,3 +113,30 @@ def until_refused(conn: psycopg.Connection, query: str) -> str:
             return str(exc)
         time.sleep(0.05)
     raise AssertionError(f"never refused: {query}")
+
+
+def test_an_inheritance_child_of_customers_is_masked_as_customers(stack: local.Stack) -> None:
+    stack.cluster.psql(
+        "CREATE TABLE customers_archive (archived_at timestamptz) INHERITS (customers);"
+        " INSERT INTO customers_archive SELECT c.*, now() FROM customers c WHERE id = 42;"
+        " GRANT SELECT ON customers_archive TO shop_reporting",
+        dbname="shop",
+    )
+    try:
+        with psycopg.connect(stack.cluster.dsn("shop")) as direct:
+            row = direct.execute("SELECT email FROM customers WHERE id = 42").fetchone()
+        assert row is not None
+        email = str(row[0])
+        with psycopg.connect(dsn(stack, "agent:reporting"), autocommit=True) as conn:
+            rows = until_allowed(
+                conn, "SELECT id, email FROM customers_archive WHERE id = 42 LIMIT 1"
+            )
+            assert rows == [(42, email[0] + "***@" + email.split("@")[1])]
+            secret = "SELECT ssn FROM customers_archive WHERE id = 42 LIMIT 1"
+            with pytest.raises(psycopg.Error, match=r"public\.customers\.ssn is secret"):
+                conn.execute(secret)
+            star = "SELECT * FROM customers_archive WHERE id = 42 LIMIT 1"
+            with pytest.raises(psycopg.Error, match="SELECT \\* of classified relation"):
+                conn.execute(star)
+    finally:
+        stack.cluster.psql("DROP TABLE IF EXISTS customers_archive", dbname="shop")

@@ -27,6 +27,16 @@ CATALOG = catalog_of(
         "public.payments": ["id", "order_id", "card_number", "amount"],
         "analytics.daily_sales": ["day", "total"],
         "pg_catalog.pg_authid": ["oid", "rolname", "rolpassword"],
+        # an inheritance child of customers (a partition would be the same)
+        "public.customers_archive": [
+            "id",
+            "full_name",
+            "email",
+            "phone",
+            "ssn",
+            "created_at",
+            "archived_at",
+        ],
     },
     views={
         "public.customer_contacts": (
@@ -43,6 +53,7 @@ CATALOG = catalog_of(
             " FROM public.orders o GROUP BY o.customer_id",
         ),
     },
+    inherits={"public.customers_archive": ["public.customers"]},
 )
 
 _VIEWS = {"customer_contacts", "vip_contacts", "order_summary"}
@@ -1728,5 +1739,33 @@ CASES: list[Case] = [
         cols="customers.email:group",
         out="count",
         fn="count",
+    ),
+    # A partition's or inheritance child's rows are its root's: read, written and
+    # classified as the root (its own columns stay its own).
+    Case(
+        "SELECT email, archived_at FROM customers_archive WHERE id = 42 LIMIT 1",
+        attack=True,
+        rel="customers customers_archive",
+        cols="customers.email:output customers.id:filter customers_archive.archived_at:output",
+        out="email = customers.email; archived_at = customers_archive.archived_at",
+        where=True,
+        limit=1,
+    ),
+    Case(
+        "SELECT * FROM customers_archive WHERE id = 42 LIMIT 1",
+        attack=True,
+        rel="customers customers_archive",
+        cols=f"{ALL_CUSTOMERS} customers.id:filter customers_archive.archived_at:output",
+        out=f"{ALL_CUSTOMERS_OUT}; archived_at = customers_archive.archived_at",
+        star="customers customers_archive",
+        where=True,
+        limit=1,
+    ),
+    Case(
+        "INSERT INTO customers_archive (id, email) VALUES (1, 'x')",
+        cmd="INSERT",
+        ro=False,
+        rel="customers/write customers_archive/write",
+        cols="customers_archive.email:write customers_archive.id:write",
     ),
 ]

@@ -14,6 +14,13 @@ ROWS: dict[str, list[tuple[Any, ...]]] = {
         (16410, "public", "contacts", "v", "SELECT c.id, c.email FROM public.customers c"),
         (16420, "public", "vip", "v", "SELECT contacts.email FROM public.contacts"),
         (16430, "public", "ids", "S", None),
+        # orders_2026 is a partition of orders_by_year, itself one of orders_all;
+        # archive inherits from customers and from contacts_extra
+        (16440, "public", "orders_all", "p", None),
+        (16441, "public", "orders_by_year", "p", None),
+        (16442, "public", "orders_2026", "r", None),
+        (16450, "public", "archive", "r", None),
+        (16451, "public", "contacts_extra", "r", None),
     ],
     "columns": [
         (16400, 2, "email", "text"),
@@ -23,6 +30,7 @@ ROWS: dict[str, list[tuple[Any, ...]]] = {
         (16420, 1, "email", "text"),
     ],
     "view_dependencies": [(16410, 16400), (16420, 16410)],
+    "inherits": [(16441, 16440), (16442, 16441), (16450, 16400), (16450, 16451), (99999, 16442)],
     "functions": [("pg_catalog", "lower"), ("public", "mask")],
     "schemas": [("pg_catalog",), ("public",), ("empty",)],
 }
@@ -48,6 +56,15 @@ def test_views_of_views_resolve_to_their_tables() -> None:
     catalog = load_catalog(ROWS)
     assert catalog.base_relations(16420) == {16400}
     assert catalog.base_relations(16400) == frozenset()
+
+
+def test_partitions_and_inheritance_children_resolve_to_their_roots() -> None:
+    catalog = load_catalog(ROWS)
+    assert [r.name for r in catalog.roots(16442)] == ["orders_all"]
+    assert [r.name for r in catalog.roots(16441)] == ["orders_all"]
+    assert [r.name for r in catalog.roots(16450)] == ["customers", "contacts_extra"]
+    assert catalog.roots(16440) == ()
+    assert catalog.roots(16400) == ()
 
 
 def test_attnum_lookup() -> None:
@@ -82,3 +99,4 @@ def test_datarow_text_loads_the_same_catalog() -> None:
     typed_catalog = load_catalog(ROWS)
     assert text_catalog.relations == typed_catalog.relations
     assert text_catalog.view_dependencies == typed_catalog.view_dependencies
+    assert text_catalog.parents == typed_catalog.parents

@@ -1,11 +1,14 @@
-"""Mask functions and the content detectors (the second net)."""
+"""Mask functions, the content detectors (the second net), and how RowDescription columns
+are named through the catalog."""
 
 from __future__ import annotations
 
 import pytest
 
+from pgwarden.proxy.analysis import catalog_of
 from pgwarden.proxy.masking import (
     MaskKey,
+    column_namer,
     content_detector,
     last4,
     luhn_valid,
@@ -55,3 +58,33 @@ def test_only_the_named_detectors_run() -> None:
     assert content_detector(["ssn"])(b"a@b.io 987-65-4329") == b"a@b.io [redacted]"
     with pytest.raises(ValueError, match="unknown detector 'iban'"):
         content_detector(["iban"])
+
+
+def test_a_childs_column_is_named_as_its_root_tables() -> None:
+    catalog = catalog_of(
+        {
+            "public.customers": ["id", "email"],
+            "public.contacts": ["id", "email", "phone"],
+            "public.customers_2026": ["id", "email", "archived_at"],
+            "public.merged": ["id", "email", "phone"],
+        },
+        views={"public.v": (["email"], "SELECT c.email FROM public.customers c")},
+        inherits={
+            "public.customers_2026": ["public.customers"],
+            "public.merged": ["public.customers", "public.contacts"],
+        },
+    )
+    name = column_namer(catalog)
+
+    def oid(table: str) -> int:
+        relation = catalog.relation("public", table)
+        assert relation is not None
+        return relation.oid
+
+    assert name(oid("customers"), 2) == "public.customers.email"
+    assert name(oid("customers_2026"), 2) == "public.customers.email"
+    assert name(oid("customers_2026"), 3) == "public.customers_2026.archived_at"
+    assert name(oid("merged"), 3) == "public.contacts.phone"
+    assert name(oid("merged"), 2) is None  # two roots have it: lineage decides
+    assert name(oid("v"), 1) is None  # a view's column: lineage decides
+    assert column_namer(None)(oid("customers"), 2) is None
