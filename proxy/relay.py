@@ -150,6 +150,16 @@ class StatementAnalyzer(Protocol):
         """Bind of a statement the client did not Parse (e.g. a SQL-level PREPARE)."""
         ...
 
+    def resolution(self) -> object:
+        """What names resolve under now (search path, created relations): equal values,
+        equal resolution."""
+        ...
+
+    def changes_resolution(self, analysis: Analyzed) -> bool:
+        """Whether ``analysis``, once it runs, may change what names resolve to (a change
+        of search_path, a transaction end that undoes one, a temporary relation)."""
+        ...
+
 
 @dataclass(slots=True)
 class DecisionRequest:
@@ -189,6 +199,8 @@ class _PendingBatch:
     # The client's packet when it was exactly this batch (the fast lane): forwarded as
     # one buffer when every message of it goes to the server.
     packet: bytes | None = None
+    # Execute messages whose statement may change name resolution
+    resolution_changes: frozenset[int] = frozenset()
 
 
 @dataclass(frozen=True, slots=True)
@@ -296,6 +308,24 @@ _EXTENDED_COPY_IN = Refusal(
 )
 
 
+_RESOLUTION_PENDING = Refusal(
+    REFUSED_SQLSTATE,
+    "pgwarden: a statement is refused while one sent before it that may change what names "
+    "refer to (search_path, a transaction end that undoes one, a temporary relation) has not "
+    "finished: which relations this one reads is not known yet; send it once that "
+    "statement's results are in",
+)
+
+
+def _portal_resolution_refusal(portal: str) -> Refusal:
+    return Refusal(
+        REFUSED_SQLSTATE,
+        f'pgwarden: portal "{portal}" was bound under another search_path than the current '
+        "one: the server runs it as it was bound, which the proxy cannot judge now; bind it "
+        "again",
+    )
+
+
 def _encoding_refusal(encoding: str) -> Refusal:
     return Refusal(
         REFUSED_SQLSTATE,
@@ -380,6 +410,12 @@ class RelayCore:
         self._syncs_sent = 0
         self._rfq_received = 0
         self._limit_segment = -1  # the segment whose row-limit error the client has
+        # Name resolution: the last segment holding a statement that may change it (the
+        # change is final at that segment's ReadyForQuery); Execute messages of the batch
+        # being read that may change it; what each confirmed portal was bound under.
+        self._resolution_segment = -1
+        self._batch_resolution_changes: set[int] = set()
+        self._portal_resolutions: dict[str, object] = {}
         self._failed = False  # an ErrorResponse since the last ReadyForQuery
         self._last_run_segment = -1  # the segment of the last Execute or Query sent
         self._open_segment = False  # extended-protocol messages sent since the last Sync
@@ -599,6 +635,8 @@ class RelayCore:
 
     def _on_query(self, raw: bytes, query: m.Query) -> DecisionRequest | None:
         unreadable = self._unreadable(query.sql, pipelined=self._unsettled())
+        if unreadable is None and self._rfq_received <= self._resolution_segment:
+            unreadable = _RESOLUTION_PENDING
         if unreadable is not None:
             self._refuse([], self._proxy_refusal(None, unreadable), True)
             return None
@@ -626,6 +664,8 @@ class RelayCore:
         self.to_server.append(pending.raw)
         self._last_run_segment = self._syncs_sent
         for statement, decision in zip(statements, decisions, strict=True):
+            if self.analyzer.changes_resolution(statement):
+                self._resolution_segment = self._syncs_sent
             self._expect(Execution(decision, statement, None))
             if _copies_in(statement):
                 self._copy_in_segment = self._syncs_sent
@@ -659,8 +699,16 @@ class RelayCore:
             execute = m.parse_execute(body)
             origin = self._batch_origin.get(("P", execute.portal), index)
             analysis = self._analyze_execute(execute)
-            if analysis is not None and not isinstance(analysis, Refusal) and _copies_in(analysis):
-                analysis = _EXTENDED_COPY_IN
+            if analysis is not None and not isinstance(analysis, Refusal):
+                if _copies_in(analysis):
+                    analysis = _EXTENDED_COPY_IN
+                elif (
+                    self._batch_resolution_changes or self._rfq_received <= self._resolution_segment
+                ):
+                    # analyzed under names that a statement before it may change
+                    analysis = _RESOLUTION_PENDING
+                elif self.analyzer.changes_resolution(analysis):
+                    self._batch_resolution_changes.add(index)
             if analysis is not None:
                 self._batch_executions.append(
                     _BatchExecution(origin, index, execute.portal, analysis)
@@ -675,6 +723,7 @@ class RelayCore:
                 self.analyzer.closed(close.name)
             else:
                 self._portals.pop(close.name, None)
+                self._portal_resolutions.pop(close.name, None)
         elif type_ == b"D":  # Describe
             m.parse_describe(body)
         elif type_ in b"HS":  # Flush, Sync
@@ -692,7 +741,17 @@ class RelayCore:
             return self.analyzer.unknown_statement(bind.statement)
         if sql == _UNSETTLED_SQL:
             return _unconfirmed_refusal("statement", bind.statement)
+        if self._bound_before(("P", execute.portal)):
+            # The server runs the portal as its Bind resolved it, not under today's names.
+            resolved = self._portal_resolutions.get(execute.portal)
+            if resolved is not None and resolved != self.analyzer.resolution():
+                return _portal_resolution_refusal(execute.portal)
         return self.analyzer.execution(sql, bind.params, bind.param_formats)
+
+    def _bound_before(self, key: _Name) -> bool:
+        """Whether ``key`` holds what the server confirmed (not a Parse or Bind of this
+        batch or one sent and not answered yet)."""
+        return key not in self._batch_names and all(name != key for _, name, _ in self._unconfirmed)
 
     def _holding(self, key: _Name) -> Any:
         """What ``key`` holds for the message being read: the batch's own Parse or Bind
@@ -716,6 +775,9 @@ class RelayCore:
         batch = _PendingBatch(
             self._batch, executions, ends_with_sync, self._batch_sent, self._packet
         )
+        if self._batch_resolution_changes:
+            batch.resolution_changes = frozenset(self._batch_resolution_changes)
+            self._batch_resolution_changes.clear()
         self._open_segment = not ends_with_sync
         self._batch, self._batch_executions, self._batch_sent = [], [], {}
         self._batch_origin.clear()
@@ -798,6 +860,8 @@ class RelayCore:
                 self._last_run_segment = segment
                 statement, decision = allowed[index]
                 execution = Execution(decision, statement, portals[index])
+                if index in batch.resolution_changes:
+                    self._resolution_segment = segment
                 if decision.mask or decision.detect:
                     # Ask for the portal's RowDescription ourselves, to plan the masks.
                     self.to_server.append(m.build_describe("P", portals[index]))
@@ -1011,6 +1075,7 @@ class RelayCore:
         else:
             self._portals[name] = value
             self._portal_rows.pop(name, None)
+            self._portal_resolutions[name] = self.analyzer.resolution()
             if name:
                 sql, bind = value
                 known = None if sql == _UNSETTLED_SQL else sql

@@ -10,6 +10,12 @@ from pgwarden.proxy.relay import Analysis, Analyzed, Refusal
 
 SYNTAX_ERROR = "42601"
 REFUSED = "42501"
+# Effects after which names may refer to other relations: always, and when they end a
+# transaction (or roll back to a savepoint) that changed what names resolve to.
+_CHANGES_RESOLUTION = frozenset(
+    {"search_path", "unknown_search_path", "created", "dropped", "discard_temp"}
+)
+_ENDS = frozenset({"commit", "rollback", "rollback_to"})
 
 
 def _refusal_or(analyzed: AnalyzedStatement) -> Analysis:
@@ -87,6 +93,19 @@ class SessionStatements:
 
     def parameter_status(self, name: str, value: str) -> None:
         self.state.parameter_status(name, value)
+
+    def resolution(self) -> object:
+        return self.state.search_path_key
+
+    def changes_resolution(self, analysis: Analyzed) -> bool:
+        if not isinstance(analysis, AnalyzedStatement) or not analysis.effects:
+            return False  # the common case: nothing to look at
+        for effect in analysis.effects:
+            if effect.kind in _CHANGES_RESOLUTION:
+                return True
+            if effect.kind in _ENDS and self.state.ending_changes_resolution():
+                return True
+        return False
 
     def completed(self, analysis: Analyzed, *, rolled_back: bool = False) -> None:
         if isinstance(analysis, AnalyzedStatement):

@@ -36,6 +36,7 @@ from pgwarden.proxy.analysis.facts import (
     StatementAnalysis,
     analyze_sql,
     apply_relation_effect,
+    resolution,
 )
 from pgwarden.proxy.decision import Statement
 
@@ -406,6 +407,21 @@ class SessionAnalysisState:
         self._transaction_cursors = set(snapshot[5])
         self._created_version += 1
 
+    def ending_changes_resolution(self) -> bool:
+        """Whether ending the transaction, or rolling back to one of its savepoints, may
+        change what names resolve to: a SET LOCAL, or a search path or created relations
+        changed since the transaction or a savepoint began."""
+        if self._local is not None:
+            return True
+        snapshots = [snapshot for _, snapshot in self._savepoints]
+        if self._before is not None:
+            snapshots.append(self._before)
+        return any(
+            (snapshot[0], snapshot[2], snapshot[3])
+            != (self._session, self.search_path_known, self.created)
+            for snapshot in snapshots
+        )
+
     def _changing(self) -> None:
         """A transactional change is about to apply: keep what the transaction found."""
         if self._before is None:
@@ -491,7 +507,12 @@ class SessionAnalysisState:
     def register_prepared(self, name: str, analyzed: AnalyzedStatement) -> None:
         """A named statement from an extended-protocol Parse (SQL EXECUTE can run it)."""
         if name:
-            self.prepared[name] = analyzed.prepared()
+            self.prepared[name] = replace(
+                analyzed.prepared(),
+                resolution=resolution(
+                    self.search_path, self.user, self.search_path_known, self.created
+                ),
+            )
 
     def forget_prepared(self, name: str) -> None:
         """Close (statement) from the extended protocol."""

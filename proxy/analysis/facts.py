@@ -80,10 +80,22 @@ _QUALIFIED_NAME = re.compile(
 @dataclass(frozen=True, slots=True)
 class PreparedQuery:
     """What a session remembers of a prepared statement or a cursor: the facts of its
-    query, and which ``$n`` is its LIMIT."""
+    query, and which ``$n`` is its LIMIT. ``resolution``: for a prepared statement, what
+    its names were resolved under (:func:`resolution`); the server analyzes it again
+    when the search path has changed since, so EXECUTE under another one is not judged
+    by these facts. None for a cursor or portal, whose plan is fixed."""
 
     facts: Mapping[str, Any]
     limit_param: int | None = None
+    resolution: tuple[Any, ...] | None = None
+
+
+def resolution(
+    search_path: Iterable[str], user: str | None, known: bool, created: Iterable[Any]
+) -> tuple[Any, ...]:
+    """What name resolution depends on: the search path, the user (``$user``), whether
+    the path is known, and the relations the session created."""
+    return (tuple(search_path), user, known, tuple(sorted(created)))
 
 
 @dataclass(frozen=True, slots=True)
@@ -139,6 +151,9 @@ class Environment:
     search_path_known: bool = True
     created: dict[tuple[str, str], CreatedRelation] = field(default_factory=dict)
     default_search_path: tuple[str, ...] = ("$user", "public")
+
+    def resolution(self) -> tuple[Any, ...]:
+        return resolution(self.search_path, self.user, self.search_path_known, self.created)
 
     def schemas(self) -> tuple[str, ...]:
         """The explicit search path with ``$user`` substituted (when it exists)."""
@@ -1820,9 +1835,8 @@ class Walker:
         span = self.after_keyword(start, end, ("AS",))
         child, document = self.nested(query[0], query[1], span)
         name = str(body.get("name", ""))
-        self.facts.effects.append(
-            SessionEffect("prepare", name=name, query=PreparedQuery(document, child.limit_param))
-        )
+        prepared = PreparedQuery(document, child.limit_param, self.env.resolution())
+        self.facts.effects.append(SessionEffect("prepare", name=name, query=prepared))
 
     def st_execute(self, body: Node, start: int, end: int, scope: Scope | None) -> None:
         facts = self.facts
@@ -1830,6 +1844,11 @@ class Walker:
         name = str(body.get("name", ""))
         prepared = self.env.prepared.get(name)
         if prepared is not None:
+            if prepared.resolution is not None and prepared.resolution != self.env.resolution():
+                # The server analyzes it again under today's search path, which may name
+                # other relations than the facts kept from PREPARE: which it reads is not
+                # known (fail closed).
+                facts.unresolved = True
             self.adopt(prepared)
             params = body.get("params", ())
             if prepared.limit_param is not None and prepared.limit_param <= len(params):

@@ -5,8 +5,11 @@ from __future__ import annotations
 import contextlib
 import shutil
 import tempfile
+import time
 from collections.abc import Iterator
 from pathlib import Path
+
+import psycopg
 
 from pgwarden.stack import local
 from tests.integration.wiretap import WiretapProcess, jsonl_records, reconcile
@@ -52,3 +55,27 @@ def running_stack(policy_copy: Path, proxy_settings: str = "") -> Iterator[local
     problems = reconcile(tap.connections(), records)
     shutil.rmtree(base, ignore_errors=True)
     assert not problems, f"{audit} against {tap.out}:\n" + "\n".join(problems)
+
+
+def until_allowed(conn: psycopg.Connection, query: str) -> list[tuple[object, ...]]:
+    """The rows of ``query`` once the proxy allows it (it may first refuse a relation its
+    catalog does not know yet, and read the catalog again)."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            return conn.execute(query).fetchall()
+        except psycopg.Error:
+            time.sleep(0.05)
+    raise AssertionError(f"never allowed: {query}")
+
+
+def until_refused(conn: psycopg.Connection, query: str) -> str:
+    """The error of ``query`` once the proxy refuses it."""
+    deadline = time.monotonic() + 20
+    while time.monotonic() < deadline:
+        try:
+            conn.execute(query).fetchall()
+        except psycopg.Error as exc:
+            return str(exc)
+        time.sleep(0.05)
+    raise AssertionError(f"never refused: {query}")

@@ -16,7 +16,7 @@ import psycopg
 import pytest
 
 from pgwarden.stack import local
-from tests.integration.stack_fixtures import dsn, running_stack
+from tests.integration.stack_fixtures import dsn, running_stack, until_allowed, until_refused
 
 QUERY = "SELECT id, email FROM contact_book WHERE id = 42 LIMIT 1"
 UNKNOWN = "public.contact_book is not in the proxy's schema catalog"
@@ -92,27 +92,6 @@ def test_a_view_redefined_over_a_secret_is_followed_by_an_open_session(
         assert "public.customers.ssn is secret and may not be read" in refusal
     finally:
         stack.cluster.psql("DROP VIEW IF EXISTS contact_dates", dbname="shop")
-
-
-def until_allowed(conn: psycopg.Connection, query: str) -> list[tuple[object, ...]]:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            return conn.execute(query).fetchall()
-        except psycopg.Error:
-            time.sleep(0.05)
-    raise AssertionError(f"never allowed: {query}")
-
-
-def until_refused(conn: psycopg.Connection, query: str) -> str:
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
-        try:
-            conn.execute(query).fetchall()
-        except psycopg.Error as exc:
-            return str(exc)
-        time.sleep(0.05)
-    raise AssertionError(f"never refused: {query}")
 
 
 def test_an_inheritance_child_of_customers_is_masked_as_customers(stack: local.Stack) -> None:

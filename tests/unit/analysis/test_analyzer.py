@@ -311,6 +311,61 @@ def test_a_named_extended_protocol_statement_can_be_executed_from_sql() -> None:
     assert one(analyzer, state, "EXECUTE s1(3)").facts["unresolved"] is True
 
 
+STAGED = catalog_of(
+    {
+        "public.customers": ["id", "email"],
+        "staging.customers": ["id", "email"],
+    }
+)
+
+
+def executed(state: object, analyzer: Analyzer, *statements: str) -> dict[str, object]:
+    """Apply ``statements`` as completed; the facts of the last (not applied)."""
+    *done, last = statements
+    for sql in done:
+        state.apply(one(analyzer, state, sql))  # type: ignore[attr-defined]
+    return one(analyzer, state, last).facts  # type: ignore[attr-defined,no-any-return]
+
+
+@pytest.mark.parametrize("path", ["staging", "staging, public", "pg_temp, public"])
+def test_an_execute_under_another_search_path_than_its_prepare_is_unresolved(
+    path: str,
+) -> None:
+    """The server analyzes a prepared statement again under the new search path: its
+    names may stand for other relations than the ones PREPARE resolved."""
+    analyzer = Analyzer(STAGED)
+    state = analyzer.new_session()
+    prepare = "PREPARE p AS SELECT email FROM customers WHERE id = 42"
+    facts = executed(state, analyzer, prepare, f"SET search_path = {path}", "EXECUTE p")
+    assert facts["unresolved"] is True
+    assert facts["outputs"][0]["sources"] == ["public.customers.email"]  # type: ignore[index]
+
+
+def test_an_execute_under_its_prepares_search_path_is_resolved() -> None:
+    analyzer = Analyzer(STAGED)
+    state = analyzer.new_session()
+    prepare = "PREPARE p AS SELECT email FROM customers WHERE id = 42"
+    facts = executed(
+        state, analyzer, prepare, "SET search_path = staging", "RESET search_path", "EXECUTE p"
+    )
+    assert facts["unresolved"] is False
+    staged = executed(
+        state, analyzer, "SET search_path = staging", prepare.replace("p", "q"), "EXECUTE q"
+    )
+    assert staged["unresolved"] is False
+    assert staged["outputs"][0]["sources"] == ["staging.customers.email"]  # type: ignore[index]
+
+
+def test_a_protocol_statement_executed_by_sql_under_another_search_path_is_unresolved() -> None:
+    analyzer = Analyzer(STAGED)
+    state = analyzer.new_session()
+    parsed = one(analyzer, state, "SELECT email FROM customers WHERE id = $1", "extended")
+    state.register_prepared("s1", parsed)  # type: ignore[arg-type]
+    assert one(analyzer, state, "EXECUTE s1(42)").facts["unresolved"] is False  # type: ignore[attr-defined]
+    facts = executed(state, analyzer, "SET search_path = staging", "EXECUTE s1(42)")
+    assert facts["unresolved"] is True
+
+
 def test_discard_all_forgets_prepared_statements_cursors_and_the_search_path() -> None:
     analyzer = Analyzer(CATALOG)
     state = analyzer.new_session()

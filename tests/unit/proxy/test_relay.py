@@ -28,7 +28,17 @@ class Analyzed:
 
 
 class WordAnalyzer:
-    """Facts are just the SQL; ``BAD`` in the SQL makes it unparseable."""
+    """Facts are just the SQL; ``BAD`` in the SQL makes it unparseable; ``set path`` changes
+    name resolution once it completes."""
+
+    def __init__(self) -> None:
+        self.path = 0  # bumped by each "set path" that completes
+
+    def resolution(self) -> object:
+        return self.path
+
+    def changes_resolution(self, analysis: object) -> bool:
+        return str(analysis.statement.facts["sql"]).startswith("set path")  # type: ignore[attr-defined]
 
     def parsed(self, name: str, sql: str) -> None:
         pass
@@ -37,7 +47,8 @@ class WordAnalyzer:
         pass
 
     def completed(self, analysis: object, *, rolled_back: bool = False) -> None:
-        pass
+        if self.changes_resolution(analysis):
+            self.path += 1
 
     def ready(self, status: str, *, failed: bool) -> None:
         pass
@@ -845,3 +856,68 @@ def test_anything_but_copy_data_during_copy_from_stdin_is_a_protocol_violation()
     run(relay, m.build_query("copy in orders"))
     with pytest.raises(m.ProtocolViolation, match="COPY FROM STDIN"):
         relay.client_data(m.build_query("select 1"))
+
+
+# -- name resolution: what the server resolves names under is what they were analyzed under
+
+
+def ran(sql: str) -> bytes:
+    return m.build_parse("", sql) + m.build_bind("", "") + m.build_execute("")
+
+
+def completed(tag: bytes) -> bytes:
+    return PARSE_COMPLETE + BIND_COMPLETE + m.frame(b"C", tag + b"\0")
+
+
+def test_a_statement_behind_a_change_of_name_resolution_in_its_batch_is_refused() -> None:
+    relay = new_relay()
+    assert decided(relay, ran("set path x") + ran("select a") + m.build_sync()) == ["set path x"]
+    assert types(relay.to_server) == b"PBEBS"  # the SET, then the marker Bind
+    relay.server_data(completed(b"SET") + server_error_for(relay) + m.build_ready_for_query("I"))
+    error = next(b for t, b in messages(relay.to_client) if t == b"E")
+    assert "may change what names refer to" in m.parse_error_response(error).message
+
+
+def test_a_statement_pipelined_behind_a_change_of_name_resolution_waits_for_its_answer() -> None:
+    relay = new_relay()
+    decided(relay, ran("set path x") + m.build_sync())
+    relay.to_server.clear()
+    assert decided(relay, ran("select a") + m.build_sync()) == []  # refused: not decided
+    assert types(relay.to_server) == b"BS"
+    # Its CommandComplete is not enough: the implicit transaction can still roll back.
+    relay.server_data(completed(b"SET"))
+    relay.to_server.clear()
+    assert decided(relay, m.build_query("select b")) == []
+    relay.server_data(m.build_ready_for_query("I"))  # the SET's segment
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("I"))
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("I"))
+    assert decided(relay, ran("select a") + m.build_sync()) == ["select a"]
+
+
+def test_a_query_behind_a_change_of_name_resolution_is_refused_until_it_is_final() -> None:
+    relay = new_relay()
+    decided(relay, m.build_query("set path x"))
+    relay.to_server.clear()
+    assert decided(relay, m.build_query("select a")) == []
+    relay.server_data(m.frame(b"C", b"SET\0") + m.build_ready_for_query("I"))
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("I"))
+    assert decided(relay, m.build_query("select a")) == ["select a"]
+
+
+def test_a_portal_bound_under_other_names_is_refused_and_one_bound_under_these_runs() -> None:
+    relay = new_relay()
+    bind = m.build_parse("s1", "select a") + m.build_bind("c", "s1") + m.build_sync()
+    decided(relay, m.build_query("begin"))
+    relay.server_data(m.frame(b"C", b"BEGIN\0") + m.build_ready_for_query("T"))
+    decided(relay, bind)
+    relay.server_data(PARSE_COMPLETE + BIND_COMPLETE + m.build_ready_for_query("T"))
+    assert decided(relay, execute("c")) == ["select a"]  # bound under the names of now
+    relay.server_data(m.frame(b"C", b"SELECT 0\0") + m.build_ready_for_query("T"))
+    decided(relay, m.build_query("set path x"))
+    relay.server_data(m.frame(b"C", b"SET\0") + m.build_ready_for_query("T"))
+    relay.to_server.clear()
+    assert decided(relay, execute("c")) == []
+    assert types(relay.to_server) == b"BS"
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("E"))
+    error = next(b for t, b in messages(relay.to_client) if t == b"E")
+    assert 'portal "c" was bound under another search_path' in m.parse_error_response(error).message

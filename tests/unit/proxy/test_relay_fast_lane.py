@@ -48,6 +48,12 @@ class SqlAnalyzer:
     def parameter_status(self, name: str, value: str) -> None:
         pass
 
+    def resolution(self) -> object:
+        return 0
+
+    def changes_resolution(self, analysis: object) -> bool:
+        return False
+
     def simple_query(self, sql: str) -> list[Analysis]:
         return [self._one(s) for s in sql.split(";") if s.strip()]
 
