@@ -34,6 +34,7 @@ from pgwarden.proxy.protocol.framing import FrameBuffer
 _LENGTH = struct.Struct("!i")
 REFUSED_SQLSTATE = "42501"  # insufficient_privilege
 ROW_LIMIT_SQLSTATE = "54000"  # program_limit_exceeded
+STATEMENT_SIZE_SQLSTATE = "54000"
 
 # Server message types, as ints (indexing bytes gives ints).
 _DATA_ROW, _COPY_DATA = ord("D"), ord("d")
@@ -326,6 +327,15 @@ def _portal_resolution_refusal(portal: str) -> Refusal:
     )
 
 
+def _size_refusal(size: int, limit: int) -> Refusal:
+    return Refusal(
+        STATEMENT_SIZE_SQLSTATE,
+        f"pgwarden: a statement of {size} bytes is longer than the proxy analyzes "
+        f"([proxy] max_statement_bytes = {limit}); load bulk data with COPY FROM STDIN, "
+        "or send it in smaller statements",
+    )
+
+
 def _encoding_refusal(encoding: str) -> Refusal:
     return Refusal(
         REFUSED_SQLSTATE,
@@ -362,6 +372,7 @@ class RelayCore:
         analyzer: StatementAnalyzer,
         *,
         max_message_size: int,
+        max_statement_bytes: int | None = None,
         column_name: Callable[[int, int], str | None] = lambda oid, attnum: None,
         mask_key: MaskKey | None = None,
         on_complete: Callable[[Execution], None] | None = None,
@@ -370,6 +381,8 @@ class RelayCore:
         self.analyzer = analyzer
         self.client = FrameBuffer(max_message_size)
         self.max_message_size = max_message_size
+        # Analysis holds the event loop about 2 us per byte: longer SQL is refused.
+        self.max_statement_bytes = max_statement_bytes or max_message_size
         self.column_name = column_name
         self.mask_key = mask_key or MaskKey(secrets.token_bytes(32))
         self.on_complete = on_complete
@@ -439,6 +452,18 @@ class RelayCore:
         elif name == "client_encoding":
             self._client_encoding = value
         self.analyzer.parameter_status(name, value)
+
+    def _oversize(self, sql: str) -> Refusal | None:
+        """The refusal of SQL longer than the proxy analyzes (None: it is not): a character
+        takes 1 to 4 bytes, so only a long text is encoded to count them."""
+        if len(sql) * 4 <= self.max_statement_bytes:
+            return None
+        size = len(sql.encode())
+        return (
+            _size_refusal(size, self.max_statement_bytes)
+            if size > self.max_statement_bytes
+            else None
+        )
 
     def _unsettled(self) -> bool:
         """Whether statements sent have not all been followed by a ReadyForQuery: the
@@ -635,6 +660,7 @@ class RelayCore:
 
     def _on_query(self, raw: bytes, query: m.Query) -> DecisionRequest | None:
         unreadable = self._unreadable(query.sql, pipelined=self._unsettled())
+        unreadable = self._oversize(query.sql) or unreadable
         if unreadable is None and self._rfq_received <= self._resolution_segment:
             unreadable = _RESOLUTION_PENDING
         if unreadable is not None:
@@ -684,7 +710,9 @@ class RelayCore:
             self._batch_sent[index] = (key, parse.sql)
             self._batch_origin[key] = index
             pipelined = bool(self._batch_executions) or self._unsettled()
-            unreadable = self._unreadable(parse.sql, pipelined=pipelined)
+            unreadable = self._oversize(parse.sql) or self._unreadable(
+                parse.sql, pipelined=pipelined
+            )
             self._batch_parses.append((index, parse.sql, unreadable))
         elif type_ == b"B":  # Bind
             bind = m.parse_bind(body)
@@ -741,6 +769,9 @@ class RelayCore:
             return self.analyzer.unknown_statement(bind.statement)
         if sql == _UNSETTLED_SQL:
             return _unconfirmed_refusal("statement", bind.statement)
+        oversize = self._oversize(sql)
+        if oversize is not None:
+            return oversize
         if self._bound_before(("P", execute.portal)):
             # The server runs the portal as its Bind resolved it, not under today's names.
             resolved = self._portal_resolutions.get(execute.portal)

@@ -691,6 +691,7 @@ class ClientConnection(asyncio.Protocol):
         relay = RelayCore(
             SessionStatements(analyzer, state),
             max_message_size=self.config.max_message_size,
+            max_statement_bytes=self.config.max_statement_bytes,
             column_name=column_namer(catalog),
             mask_key=self.server.mask_key,
             on_complete=self._executed,

@@ -162,6 +162,20 @@ def test_oversized_message_is_fatal(make_proxy: Callable[..., ProxyUnderTest]) -
     assert closed["session_stats"]["reason"].startswith("FATAL 08P01: protocol violation")
 
 
+def test_a_statement_longer_than_the_proxy_analyzes_is_refused_and_the_session_goes_on(
+    proxy: ProxyUnderTest,
+) -> None:
+    """256 KiB by default: analysis holds the proxy's event loop about 2 us per byte."""
+    values = ",".join(f"({i})" for i in range(40000))  # 278,893 bytes of SQL
+    with psycopg.connect(proxy.dsn(), autocommit=True) as conn:
+        with pytest.raises(psycopg.Error) as caught:
+            conn.execute(f"SELECT count(*) FROM (VALUES {values}) v(a)")
+        assert caught.value.sqlstate == "54000"
+        assert "max_statement_bytes = 262144" in str(caught.value)
+        half = ",".join(f"({i})" for i in range(20000))
+        assert conn.execute(f"SELECT count(*) FROM (VALUES {half}) v(a)").fetchone() == (20000,)
+
+
 def test_function_call_message_is_refused_and_the_session_goes_on(proxy: ProxyUnderTest) -> None:
     with RawClient(proxy.host, proxy.port) as c:
         c.login("a", proxy.tokens["agent:reporting"], TEST_DB)

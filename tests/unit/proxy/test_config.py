@@ -60,6 +60,10 @@ def test_every_key_of_the_example_is_documented(section: str) -> None:
             r"startup_timeout_s: must be a number",
         ),
         (lambda d: d["proxy"].update(catalog_ttl_s=0), r"proxy\.catalog_ttl_s: must be positive"),
+        (
+            lambda d: d["proxy"].update(max_statement_bytes=1 << 30),
+            r"proxy\.max_statement_bytes: must be between 1024 and max_message_size",
+        ),
     ],
 )
 def test_errors_name_file_and_key(

@@ -921,3 +921,47 @@ def test_a_portal_bound_under_other_names_is_refused_and_one_bound_under_these_r
     relay.server_data(server_error_for(relay) + m.build_ready_for_query("E"))
     error = next(b for t, b in messages(relay.to_client) if t == b"E")
     assert 'portal "c" was bound under another search_path' in m.parse_error_response(error).message
+
+
+class RecordingAnalyzer(WordAnalyzer):
+    """Remembers the SQL it analyzed."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.analyzed: list[str] = []
+
+    def simple_query(self, sql: str) -> list[Analysis]:
+        self.analyzed.append(sql)
+        return super().simple_query(sql)
+
+    def execution(
+        self, sql: str, params: Sequence[bytes | None], param_formats: Sequence[int]
+    ) -> Analysis:
+        self.analyzed.append(sql)
+        return super().execution(sql, params, param_formats)
+
+
+def test_sql_longer_than_the_proxy_analyzes_is_refused_before_analysis() -> None:
+    analyzer = RecordingAnalyzer()
+    relay = RelayCore(analyzer, max_message_size=1 << 20, max_statement_bytes=1024)
+    long_sql = "select " + "1," * 600 + "1"  # 1,208 bytes
+    assert decided(relay, m.build_query(long_sql)) == []
+    assert types(relay.to_server) == b"BS"  # the marker Bind, nothing of it
+    error = refusal_error_of(relay)
+    assert (error.sqlstate, "max_statement_bytes = 1024" in error.message) == ("54000", True)
+    relay.to_server.clear()
+    assert decided(relay, ran(long_sql) + m.build_sync()) == []
+    assert types(relay.to_server) == b"BS"
+    assert refusal_error_of(relay).sqlstate == "54000"
+    # Multibyte: 300 characters of 4 bytes each are 1,200 bytes.
+    assert decided(relay, m.build_query("select '" + "\U0001f600" * 300 + "'")) == []
+    assert refusal_error_of(relay).sqlstate == "54000"
+    assert decided(relay, m.build_query("select a")) == ["select a"]
+    assert analyzer.analyzed == ["select a"]
+
+
+def refusal_error_of(relay: RelayCore) -> m.ErrorResponse:
+    relay.server_data(server_error_for(relay) + m.build_ready_for_query("I"))
+    error = next(b for t, b in messages(relay.to_client) if t == b"E")
+    relay.to_client.clear()
+    return m.parse_error_response(error)
