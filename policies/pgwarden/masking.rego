@@ -143,6 +143,24 @@ outcomes contains facts.outcome("deny", reason) if {
 	)
 }
 
+# One output column fed by a masked column and by others (a UNION of email with a column
+# the identity can write, through any depth of subqueries): the proxy masks the whole
+# output column, so a value planted in the other column comes back under the same mask —
+# with hash, the same digest as the masked value it guesses. Returned apart, each keeps
+# its own mask. (Computed outputs over a masked column are denied above.)
+outcomes contains facts.outcome("deny", reason) if {
+	some statement in facts.statements
+	some output in statement.outputs
+	count(output.sources) > 1
+	some column in output.sources
+	count(mask_functions(column)) > 0
+	others := concat(", ", sort([other | some other in output.sources; other != column]))
+	reason := sprintf("masking: %s is returned in one column with %s (a set operation): %s", [
+		column, others,
+		"its mask would apply to them too; return them apart",
+	])
+}
+
 # A relation the proxy's schema catalog does not know: created after the proxy read the
 # schema (a migration's view over customers) or not there at all. Its columns have no
 # lineage to a classified column and no mask can follow them, so an identity with masked

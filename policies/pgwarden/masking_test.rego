@@ -329,6 +329,40 @@ test_allow_planner_statistics_for_dba_and_other_catalog_relations if {
 	verdicts(fx.reporting, {"relations": [own_table]}) == {}
 }
 
+# SELECT email FROM customers WHERE id = 42 UNION ALL SELECT status FROM orders WHERE id = 1
+mixed := {
+	"relations": [fx.relation("customers", "read"), fx.relation("orders", "read")],
+	"columns": [
+		fx.column("customers", "email", "output"), fx.column("customers", "id", "filter"),
+		fx.column("orders", "id", "filter"), fx.column("orders", "status", "output"),
+	],
+	"outputs": [{"name": "email", "sources": ["public.customers.email", "public.orders.status"], "direct": true}],
+	"has_where": true, "limit": 5,
+}
+
+test_deny_a_masked_column_returned_in_one_column_with_others if {
+	reason := concat("", [
+		"masking: public.customers.email is returned in one column with public.orders.status ",
+		"(a set operation): its mask would apply to them too; return them apart",
+	])
+	verdicts(fx.etl, mixed)[reason] == "deny"
+	verdicts(fx.reporting, mixed)[reason] == "deny"
+}
+
+test_allow_columns_in_one_output_when_none_is_masked if {
+	every verdict in verdicts(fx.dba, mixed) {
+		verdict != "deny"
+	}
+	totals := object.union(mixed, {"outputs": [{
+		"name": "id",
+		"sources": ["public.customers.id", "public.orders.id"],
+		"direct": true,
+	}]})
+	every reason, _ in verdicts(fx.reporting, totals) {
+		not contains(reason, "in one column with")
+	}
+}
+
 unknown_relation(access) := {"relations": [
 	{"schema": "public", "name": "contact_book", "kind": "unknown", "access": access},
 ]}

@@ -129,3 +129,26 @@ def test_a_recursive_ctes_search_and_cycle_columns_do_not_carry_values_out(
     with psycopg.connect(dsn(stack, "agent:reporting"), autocommit=True) as conn:
         assert "public.customers.email in a group clause" in refusal(conn, cycle)
         assert re.search(r"public\.customers\.email in an? order clause", refusal(conn, search))
+
+
+def test_a_planted_guess_returned_in_the_masked_column_is_refused(stack: local.Stack) -> None:
+    """agent:etl sees e-mails hashed. A UNION ALL of customers.email with orders.status,
+    where it planted a guess, came back as one column hashed whole: the same digest twice
+    confirmed the guess. A masked column is returned apart from other columns."""
+    with psycopg.connect(stack.cluster.dsn("shop")) as direct:
+        (email,) = direct.execute("SELECT email FROM customers WHERE id = 42").fetchone() or ("",)
+    union = (
+        "SELECT email FROM customers WHERE id = 42 UNION ALL SELECT status FROM orders"
+        " WHERE id = 1 LIMIT 5"
+    )
+    with psycopg.connect(dsn(stack, "agent:etl")) as conn:
+        conn.execute("UPDATE orders SET status = %s WHERE id = 1", (email,))
+        message = refusal(conn, union)
+        assert "public.customers.email is returned in one column with public.orders.status" in (
+            message
+        )
+        conn.rollback()
+        # Apart, each keeps its own: the e-mail hashed, the status as it is.
+        (hashed,) = conn.execute("SELECT email FROM customers WHERE id = 42 LIMIT 1").fetchone()
+        assert hashed != email
+        assert len(str(hashed)) == 32
