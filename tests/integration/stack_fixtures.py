@@ -4,11 +4,13 @@ from __future__ import annotations
 
 import contextlib
 import shutil
+import ssl
 import tempfile
 import time
 from collections.abc import Iterator
 from pathlib import Path
 
+import asyncpg
 import psycopg
 
 from pgwarden.stack import local
@@ -29,6 +31,19 @@ def dsn(stack: local.Stack, subject: str, **params: str) -> str:
         f"host={proxy['host']} port={proxy['port']} dbname={proxy['database']} "
         f"user={subject} password={stack.info['tokens'][subject]} sslmode=verify-full "
         f"sslrootcert={proxy['ca_file']}{extra}"
+    )
+
+
+async def asyncpg_connect(stack: local.Stack, subject: str) -> asyncpg.Connection:
+    """An asyncpg session through the stack's proxy as ``subject`` (TLS, verified)."""
+    proxy = stack.info["proxy"]
+    return await asyncpg.connect(
+        host=proxy["host"],
+        port=proxy["port"],
+        user=subject,
+        password=stack.info["tokens"][subject],
+        database=proxy["database"],
+        ssl=ssl.create_default_context(cafile=proxy["ca_file"]),
     )
 
 

@@ -7,7 +7,6 @@ clear or in an obvious encoding. An attempt may be refused or masked; it must no
 from __future__ import annotations
 
 import base64
-import ssl
 from collections.abc import Iterator
 
 import asyncpg
@@ -15,7 +14,7 @@ import psycopg
 import pytest
 
 from pgwarden.stack import local
-from tests.integration.stack_fixtures import dsn
+from tests.integration.stack_fixtures import asyncpg_connect, dsn
 
 SENTINEL_ID = 4242  # a customer id beyond the generated ones
 ORDER_ID = 904242
@@ -167,16 +166,8 @@ def psycopg_received(stack: local.Stack, statements: list[str]) -> str:
 
 
 async def asyncpg_received(stack: local.Stack, statements: list[str]) -> str:
-    proxy = stack.info["proxy"]
     seen: list[str] = []
-    conn = await asyncpg.connect(
-        host=proxy["host"],
-        port=proxy["port"],
-        user="agent:reporting",
-        password=stack.info["tokens"]["agent:reporting"],
-        database="shop",
-        ssl=ssl.create_default_context(cafile=proxy["ca_file"]),
-    )
+    conn = await asyncpg_connect(stack, "agent:reporting")
     conn.add_log_listener(lambda _c, msg: seen.append(f"NOTICE {msg}"))
     try:
         for sql in statements:

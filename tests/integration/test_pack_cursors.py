@@ -6,14 +6,11 @@ exactly as the SELECT they run would be."""
 
 from __future__ import annotations
 
-import ssl
-
-import asyncpg
 import psycopg
 import pytest
 
 from pgwarden.stack import local
-from tests.integration.stack_fixtures import dsn
+from tests.integration.stack_fixtures import asyncpg_connect, dsn
 
 CLEAR_EMAIL = "radia.allen42@example.com"  # customer 42's, masked for agent:reporting
 READ = "SELECT id, email FROM customers WHERE id < 100 ORDER BY id"
@@ -86,15 +83,7 @@ def test_sql_prepared_statements_are_judged_at_execute(stack: local.Stack) -> No
 
 
 async def test_asyncpg_cursor_reads_in_prefetched_batches(stack: local.Stack) -> None:
-    proxy = stack.info["proxy"]
-    conn = await asyncpg.connect(
-        host=proxy["host"],
-        port=proxy["port"],
-        user="agent:reporting",
-        password=stack.info["tokens"]["agent:reporting"],
-        database="shop",
-        ssl=ssl.create_default_context(cafile=proxy["ca_file"]),
-    )
+    conn = await asyncpg_connect(stack, "agent:reporting")
     try:
         async with conn.transaction():
             query = "SELECT id, email FROM customers WHERE id < $1 ORDER BY id LIMIT 50"

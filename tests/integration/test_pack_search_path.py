@@ -6,7 +6,6 @@ public.customers), then through the real proxy as agent:reporting, where it is r
 
 from __future__ import annotations
 
-import ssl
 from collections.abc import Iterator
 
 import asyncpg
@@ -14,7 +13,7 @@ import psycopg
 import pytest
 
 from pgwarden.stack import local
-from tests.integration.stack_fixtures import dsn, until_allowed
+from tests.integration.stack_fixtures import asyncpg_connect, dsn, until_allowed
 
 QUERY = "SELECT email FROM customers WHERE id = 42 LIMIT 1"
 STAGED = "staging@example.com"
@@ -81,15 +80,7 @@ async def test_a_portal_bound_under_another_search_path_is_refused(
         assert await portal_bound_then_moved(direct) == [(clear_email,)]  # as bound
     finally:
         await direct.close()
-    proxy = stack.info["proxy"]
-    conn = await asyncpg.connect(
-        host=proxy["host"],
-        port=proxy["port"],
-        user="agent:reporting",
-        password=stack.info["tokens"]["agent:reporting"],
-        database="shop",
-        ssl=ssl.create_default_context(cafile=proxy["ca_file"]),
-    )
+    conn = await asyncpg_connect(stack, "agent:reporting")
     try:
         with pytest.raises(asyncpg.PostgresError, match="was bound under another search_path"):
             await portal_bound_then_moved(conn)
