@@ -15,23 +15,7 @@ from pgwarden.proxy.protocol import messages as m
 from pgwarden.proxy.protocol.framing import FrameBuffer
 from pgwarden.proxy.upstream import UpstreamError, UpstreamTarget, connect_upstream
 
-Row = tuple[str | None, ...]
-
-
-def parse_data_row(body: bytes) -> Row:
-    """(B) DataRow in text format: one str (or None for NULL) per column."""
-    count = int.from_bytes(body[:2], "big", signed=True)
-    pos = 2
-    values: list[str | None] = []
-    for _ in range(count):
-        size = int.from_bytes(body[pos : pos + 4], "big", signed=True)
-        pos += 4
-        if size < 0:
-            values.append(None)
-        else:
-            values.append(body[pos : pos + size].decode())
-            pos += size
-    return tuple(values)
+Row = m.TextRow
 
 
 async def run_queries(
@@ -66,7 +50,7 @@ async def run_queries(
                 if type_ == b"T":
                     results.append([])
                 elif type_ == b"D":
-                    results[-1].append(parse_data_row(body))
+                    results[-1].append(m.parse_data_row(body))
                 elif type_ == b"E":
                     error.append(m.parse_error_response(body))
                 elif type_ == b"Z" and not done.done():

@@ -686,7 +686,8 @@ class ClientConnection(asyncio.Protocol):
         self.upstream_key = info.key
         analyzer = self.server.analyzer(database)
         state = analyzer.new_session(
-            user=role, search_path=self.parameters.get("search_path", DEFAULT_SEARCH_PATH)
+            user=role,
+            search_path=info.search_path or self.parameters.get("search_path", DEFAULT_SEARCH_PATH),
         )
         relay = RelayCore(
             SessionStatements(analyzer, state),

@@ -69,12 +69,14 @@ def _file_version(path: str | None) -> tuple[int, int, int] | None:
 
 @dataclass(slots=True)
 class UpstreamReady:
-    """What the server said during startup: parameters, its cancel key, the tx status."""
+    """What the server said during startup: parameters, its cancel key, the tx status,
+    and the search path the session starts with."""
 
     parameters: dict[str, str] = field(default_factory=dict)
     key: m.BackendKeyData | None = None
     tx_status: str = "I"
     notices: list[bytes] = field(default_factory=list)
+    search_path: str | None = None
 
 
 class UpstreamError(Exception):
@@ -101,6 +103,7 @@ class UpstreamProtocol(asyncio.Protocol):
         self.on_pause: Callable[[bool], None] | None = None
         self._scram: ScramClient | None = None
         self.ssl_answer: asyncio.Future[bytes] | None = None
+        self._asked_search_path = False
 
     # asyncio.Protocol -------------------------------------------------------------------------
 
@@ -157,6 +160,13 @@ class UpstreamProtocol(asyncio.Protocol):
             self.info.key = m.parse_backend_key_data(body)
         elif type_ == b"Z":  # ReadyForQuery
             self.info.tx_status = m.parse_ready_for_query(body)
+            if not self._asked_search_path:
+                # Names resolve under the search path the session starts with: set for the
+                # role or the database (ALTER ROLE ... SET search_path) or by the client's
+                # startup packet, which the server does not report. Ask it once.
+                self._asked_search_path = True
+                self._write(m.build_query("SHOW search_path"))
+                return
             self.ready.set_result(self.info)
             rest = self.frames.take_rest()
             if rest and self.on_data is not None:
@@ -166,6 +176,10 @@ class UpstreamProtocol(asyncio.Protocol):
             raise UpstreamError(
                 err.sqlstate or "08006", f"upstream refused the connection: {err.message}"
             )
+        elif type_ == b"D" and self._asked_search_path:  # DataRow: SHOW search_path
+            (self.info.search_path,) = m.parse_data_row(body)
+        elif type_ in b"TC" and self._asked_search_path:  # RowDescription, CommandComplete
+            pass
         elif type_ == b"N":  # NoticeResponse
             self.info.notices.append(m.frame(type_, body))
         elif type_ == b"v":  # NegotiateProtocolVersion: we ask for 3.0 only; nothing to do

@@ -505,6 +505,25 @@ def parse_error_response(body: bytes | memoryview) -> ErrorResponse:
     return ErrorResponse(fields)
 
 
+TextRow = tuple[str | None, ...]
+
+
+def parse_data_row(body: bytes) -> TextRow:
+    """(B) DataRow in text format: one str (or None for NULL) per column."""
+    count = int.from_bytes(body[:2], "big", signed=True)
+    pos = 2
+    values: list[str | None] = []
+    for _ in range(count):
+        size = int.from_bytes(body[pos : pos + 4], "big", signed=True)
+        pos += 4
+        if size < 0:
+            values.append(None)
+        else:
+            values.append(body[pos : pos + size].decode())
+            pos += size
+    return tuple(values)
+
+
 def parse_ready_for_query(body: bytes | memoryview) -> str:
     """(B) ReadyForQuery: the transaction status, ``I`` idle, ``T`` in a block, ``E`` failed."""
     if len(body) != 1:

@@ -108,3 +108,40 @@ def test_a_statement_pipelined_behind_a_change_of_search_path_is_refused(
         (masked,) = conn.execute(QUERY).fetchall()
         assert masked != (clear_email,)
         assert str(masked[0]).endswith("@" + clear_email.split("@")[1])
+
+
+@pytest.mark.usefixtures("clear_email")
+@pytest.mark.parametrize(
+    ("setting", "expected"), [("public", "masked"), ("staging, public", STAGED)]
+)
+def test_a_session_starts_under_the_search_path_its_role_has(
+    stack: local.Stack, clear_email: str, setting: str, expected: str
+) -> None:
+    """ALTER ROLE ... SET search_path decides where a session's names start: the server
+    does not report it. With the role at "public" and a schema named after the role
+    (the default path's "$user") holding another customers, the proxy judged
+    shop_reporting.customers and the server read public.customers, unmasked."""
+    stack.cluster.psql(
+        "CREATE SCHEMA shop_reporting; GRANT USAGE ON SCHEMA shop_reporting TO shop_reporting;"
+        " CREATE TABLE shop_reporting.customers (id int, email text);"
+        " INSERT INTO shop_reporting.customers VALUES (42, 'own@example.com');"
+        " GRANT SELECT ON shop_reporting.customers TO shop_reporting;"
+        f" ALTER ROLE shop_reporting IN DATABASE shop SET search_path = {setting}",
+        dbname="shop",
+    )
+    try:
+        with psycopg.connect(dsn(stack, "agent:reporting"), autocommit=True) as conn:
+            # until the proxy's catalog has the new schema
+            until_allowed(conn, "SELECT email FROM shop_reporting.customers LIMIT 1")
+        with psycopg.connect(dsn(stack, "agent:reporting"), autocommit=True) as conn:
+            (email,) = conn.execute(QUERY).fetchall()
+        if expected == "masked":
+            assert email[0] == clear_email[0] + "***@" + clear_email.split("@")[1]
+        else:
+            assert email == (expected,)
+    finally:
+        stack.cluster.psql(
+            "ALTER ROLE shop_reporting IN DATABASE shop RESET search_path;"
+            " DROP SCHEMA shop_reporting CASCADE",
+            dbname="shop",
+        )
