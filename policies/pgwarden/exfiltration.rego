@@ -59,8 +59,7 @@ outcomes contains outcome if {
 outcomes contains outcome if {
 	some statement in facts.statements
 	some function in statement.functions
-	some kind in {"server_files", "large_objects"}
-	facts.function_name(function) in data.data.functions[kind]
+	file_function(function)
 	reason := sprintf("exfiltration: %s reads or writes files on the database server", [function])
 	outcome := facts.controlled(identities.mode.export, reason)
 }
@@ -68,14 +67,14 @@ outcomes contains outcome if {
 outcomes contains outcome if {
 	some statement in facts.statements
 	some function in statement.functions
-	facts.function_name(function) in data.data.functions.remote_access
+	remote_function(function)
 	reason := sprintf("exfiltration: %s connects to another server", [function])
 	outcome := facts.controlled(identities.mode.export, reason)
 }
 
 outcomes contains outcome if {
 	some statement in facts.statements
-	statement.command in remote_commands
+	remote_command(statement.command)
 	reason := sprintf("exfiltration: %s links the database to another server", [statement.command])
 	outcome := facts.controlled(identities.mode.export, reason)
 }
@@ -106,11 +105,25 @@ outcomes contains outcome if {
 	outcome := facts.controlled(identities.mode.export, reason)
 }
 
-remote_commands := {
+# Commands that link the database to another server. (The sets of command tags are
+# written in functions, not in rules such as "remote_commands := {...}": a rule is
+# evaluated and its set built on every query that reads it, while a set written in a
+# function body is a constant of the compiled policy.)
+remote_command(command) if command in {
 	"CREATE SERVER", "ALTER SERVER", "CREATE FOREIGN DATA WRAPPER", "ALTER FOREIGN DATA WRAPPER",
 	"CREATE FOREIGN TABLE", "ALTER FOREIGN TABLE", "CREATE USER MAPPING", "ALTER USER MAPPING",
 	"IMPORT FOREIGN SCHEMA",
 }
+
+# The function lists of data.data.functions are read in functions, not in the rules: a
+# rule that reads data.data.functions makes OPA's rule index read it on every query,
+# functions or not; a function reads it only for a statement that calls one.
+file_function(function) if {
+	some kind in {"server_files", "large_objects"}
+	facts.function_name(function) in data.data.functions[kind]
+}
+
+remote_function(function) if facts.function_name(function) in data.data.functions.remote_access
 
 copy_source(copy) := "(query)" if {
 	copy.query == true
@@ -120,14 +133,14 @@ copy_source(copy) := "(query)" if {
 # query (their one nested statement) and MOVE skips a cursor's rows. The read is judged
 # when FETCH or EXECUTE returns rows: the analyzer gives both the statement and its copy
 # of the query the limit of the rows it returns (the FETCH count, EXECUTE's LIMIT argument).
-unreturned contains input.statement if input.statement.command in deferring_commands
+unreturned contains input.statement if deferring_command(input.statement.command)
 
 unreturned contains statement if {
-	input.statement.command in deferring_commands
+	deferring_command(input.statement.command)
 	some statement in input.statement.nested
 }
 
-deferring_commands := {"DECLARE CURSOR", "PREPARE", "MOVE"}
+deferring_command(command) if command in {"DECLARE CURSOR", "PREPARE", "MOVE"}
 
 # Why a read is unbounded: no WHERE, no LIMIT, or a LIMIT above settings.bulk_read_limit.
 unbounded(statement) := "no WHERE clause" if {

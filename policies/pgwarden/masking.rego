@@ -118,7 +118,7 @@ outcomes contains facts.outcome("deny", reason) if {
 	some statement in facts.statements
 	some nested in statement.nested
 	some function in statement.functions
-	facts.function_name(function) in data.data.functions.sql_text
+	sql_text_function(function)
 	some ref in facts.statement_refs[nested]
 	ref.usage in {"output", "derived"}
 	count(mask_functions(ref.column)) > 0
@@ -206,3 +206,6 @@ unknown_mask_function if {
 }
 
 unknown_mask_function if not data.data.masking.strength["null"]
+
+# The SQL-text functions (a function: see exfiltration.file_function).
+sql_text_function(function) if facts.function_name(function) in data.data.functions.sql_text

@@ -36,7 +36,7 @@ outcomes contains outcome if {
 
 outcomes contains outcome if {
 	some statement in facts.statements
-	statement.command in code_creating_commands
+	code_creating_command(statement.command)
 	reason := sprintf("opaque code: %s stores code that later runs unseen by the proxy", [statement.command])
 	outcome := facts.controlled(identities.mode.opaque_code, reason)
 }
@@ -49,7 +49,8 @@ outcomes contains outcome if {
 	outcome := facts.controlled(identities.mode.user_functions, reason)
 }
 
-code_creating_commands := {
+# Commands that store code (a function: see exfiltration.remote_command).
+code_creating_command(command) if command in {
 	"CREATE FUNCTION", "CREATE PROCEDURE", "CREATE TRIGGER", "CREATE RULE", "CREATE AGGREGATE",
 	"CREATE OPERATOR", "CREATE CAST", "CREATE EVENT TRIGGER", "CREATE LANGUAGE",
 	"ALTER FUNCTION", "ALTER PROCEDURE",

@@ -33,14 +33,14 @@ outcomes contains outcome if {
 
 outcomes contains outcome if {
 	some statement in facts.statements
-	statement.command in role_commands
+	role_command(statement.command)
 	reason := sprintf("privilege: %s changes privileges or server configuration", [statement.command])
 	outcome := facts.controlled(identities.mode.privilege, reason)
 }
 
 outcomes contains outcome if {
 	some statement in facts.statements
-	statement.command in routine_commands
+	routine_command(statement.command)
 	regex.match(`(?i)\bsecurity\s+definer\b`, statement.sql_normalized)
 	reason := sprintf("privilege: %s ... SECURITY DEFINER runs code with its owner's rights", [statement.command])
 	outcome := facts.controlled(identities.mode.privilege, reason)
@@ -49,7 +49,7 @@ outcomes contains outcome if {
 outcomes contains outcome if {
 	some statement in facts.statements
 	some function in statement.functions
-	facts.function_name(function) in data.data.functions.administrative
+	administrative_function(function)
 	reason := sprintf("privilege: %s is an administrative function", [function])
 	outcome := facts.controlled(identities.mode.privilege, reason)
 }
@@ -74,7 +74,9 @@ sensitive_setting(null)
 
 sensitive_setting("")
 
-role_commands := {
+# Commands that change privileges or server configuration (a function: see
+# exfiltration.remote_command).
+role_command(command) if command in {
 	"ALTER SYSTEM", "GRANT", "REVOKE", "GRANT ROLE", "REVOKE ROLE", "ALTER DEFAULT PRIVILEGES",
 	"CREATE ROLE", "ALTER ROLE", "DROP ROLE", "CREATE USER", "ALTER USER", "DROP USER",
 	"CREATE GROUP", "ALTER GROUP", "DROP GROUP", "REASSIGN OWNED", "DROP OWNED",
@@ -82,4 +84,7 @@ role_commands := {
 	"SECURITY LABEL",
 }
 
-routine_commands := {"CREATE FUNCTION", "CREATE PROCEDURE", "ALTER FUNCTION", "ALTER PROCEDURE"}
+routine_command(command) if command in {"CREATE FUNCTION", "CREATE PROCEDURE", "ALTER FUNCTION", "ALTER PROCEDURE"}
+
+# (A function: see exfiltration.file_function.)
+administrative_function(function) if facts.function_name(function) in data.data.functions.administrative
