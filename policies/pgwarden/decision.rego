@@ -68,10 +68,12 @@ outcomes := union({
 # ask whether some outcome denies or requires approval.
 effects contains outcome.effect if some outcome in outcomes
 
+# (context.approved first: most inputs have no approval, and then the effects are not
+# looked at here.)
 approved if {
+	input.context.approved == true
 	not "deny" in effects
 	"require_approval" in effects
-	input.context.approved == true
 }
 
 # Allow unless an outcome says otherwise (an unknown identity always has a deny outcome).
@@ -91,42 +93,38 @@ action := "deny" if {
 # one sort per group).
 reasons := [reason | some [_, reason] in sort(ranked_reasons)]
 
-ranked_reasons := {[object.get(reason_rank, object.get(outcome, "effect", null), 3), outcome.reason] |
+# (A partial set with the ranks in a literal object: no set union, no rule for the ranks.)
+ranked_reasons contains [rank, outcome.reason] if {
 	some outcome in outcomes
-} | {[2, "decision: the approval recorded in context.approved applies"] | approved}
-
-reason_rank := {"deny": 0, "require_approval": 1}
-
-# [column, strength, mask] of every mask outcome (data.data.masking.strength; an unknown
-# function counts as strongest, and is denied by data.pgwarden.masking).
-mask_choices contains [outcome.column, strength, outcome.mask] if {
-	some outcome in outcomes
-	outcome.effect == "mask"
-	strength := object.get(data.data.masking.strength, outcome.mask, 1000)
+	rank := object.get({"deny": 0, "require_approval": 1}, object.get(outcome, "effect", null), 3)
 }
 
-# For each column the strongest mask; ties by name. The choices sorted by [column,
-# strength, mask] put each column's strongest choice last among its own: one sort and
-# one pass (a max over a comprehension per column before, which scanned every choice
-# for every column).
+ranked_reasons contains [2, "decision: the approval recorded in context.approved applies"] if approved
+
+# For each column the strongest mask (data.data.masking.strength; an unknown function
+# counts as strongest, and is denied by data.pgwarden.masking); ties by name. The
+# [column, strength, mask] choices of the mask outcomes, sorted, put each column's
+# strongest choice last among its own: one sort and one pass (a max over a comprehension
+# per column before, which scanned every choice for every column).
 mask[column] := function if {
-	some i, [column, _, function] in ordered_mask_choices
-	not ordered_mask_choices[i + 1][0] == column
+	choices := sort({[outcome.column, strength, outcome.mask] |
+		some outcome in outcomes
+		outcome.effect == "mask"
+		strength := object.get(data.data.masking.strength, outcome.mask, 1000)
+	})
+	some i, [column, _, function] in choices
+	not choices[i + 1][0] == column
 }
 
-ordered_mask_choices := sort(mask_choices)
-
+# The smallest row limit (min of no limits is undefined: then null).
 default row_limit := null
 
-row_limit := min(limits) if {
-	limits := {outcome.row_limit | some outcome in outcomes; outcome.effect == "row_limit"}
-	count(limits) > 0
-}
+row_limit := min({outcome.row_limit | some outcome in outcomes; outcome.effect == "row_limit"})
 
-# A decision that read context.approved (volatile) must not be cached.
+# A decision that read context.approved (volatile) must not be cached. (min of no TTLs
+# is undefined: then the next else.)
 cache_ttl_s := 0 if {
 	"require_approval" in effects
-} else := min(ttls) if {
-	ttls := {outcome.cache_ttl_s | some outcome in outcomes}
-	count(ttls) > 0
+} else := ttl if {
+	ttl := min({outcome.cache_ttl_s | some outcome in outcomes})
 } else := data.data.settings.cache_ttl_s

@@ -50,14 +50,16 @@ mode[control] := strictest({object.get(profiles[name], ["controls", control], "d
 	some control in controls
 }
 
-strictest(modes) := "deny" if {
-	count(modes) == 0
-} else := "deny" if {
-	some mode in modes
-	not mode in {"allow", "require_approval"}
+# "deny" unless every mode is "allow" or "require_approval" (no profile: no mode, "deny"),
+# written as the three sets of modes that are not a deny: comparisons, not an iteration
+# and a negation per mode.
+strictest(modes) := "allow" if {
+	modes == {"allow"}
 } else := "require_approval" if {
-	"require_approval" in modes
-} else := "allow"
+	modes == {"require_approval"}
+} else := "require_approval" if {
+	modes == {"allow", "require_approval"}
+} else := "deny"
 
 subject := object.get(input, ["identity", "subject"], "")
 
@@ -67,7 +69,7 @@ database := object.get(input, ["session", "database"], "")
 # title: outcomes
 # description: What the identity's profiles contribute to the decision.
 # scope: document
-outcomes contains facts.outcome("deny", sprintf("identity: %q matches no profile", [subject])) if not known
+outcomes contains facts.outcome("deny", sprintf("identity: %q matches no profile", [subject])) if count(matched) == 0
 
 outcomes contains facts.outcome("deny", reason) if {
 	some name in matched

@@ -112,6 +112,19 @@ test_allow_modes_of_one_profile if {
 	modes.user_functions == "allow"
 }
 
+# A profile that allows and one that requires approval: approval (the strictest).
+test_allow_with_approval_when_profiles_allow_and_require_approval if {
+	profiles := {
+		"a": {"match": {"subjects": ["agent:x"]}, "controls": {"ddl": "allow", "export": "require_approval"}},
+		"b": {"match": {"groups": ["g"]}, "controls": {"ddl": "require_approval", "export": "require_approval"}},
+	}
+	modes := identities.mode with input as fx.input_for({"subject": "agent:x", "groups": ["g"]}, {})
+		with data.data.identities.profiles as profiles
+	modes.ddl == "require_approval"
+	modes.export == "require_approval"
+	modes.privilege == "deny"
+}
+
 test_deny_modes_of_unknown_identity if {
 	modes := identities.mode with input as fx.input_for(fx.stranger, {})
 	modes.user_functions == "deny"
