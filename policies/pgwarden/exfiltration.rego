@@ -34,7 +34,8 @@ outcomes contains outcome if {
 
 outcomes contains outcome if {
 	some statement in facts.statements
-	some relation in facts.starred_reads(statement)
+	some relation in statement.star # starred_reads only for a statement with a star
+	relation in facts.starred_reads(statement)
 	relation in facts.classified_relations
 	reason := sprintf("exfiltration: SELECT * of classified relation %s; name the columns", [relation])
 	outcome := facts.controlled(identities.mode.export, reason)
@@ -98,7 +99,7 @@ outcomes contains outcome if {
 # column, LIMIT (SELECT ascii(ssn) ...) a character as a row count. A usage the analyzer
 # may add later counts too (fail closed). "derived" (an expression in the output) is denied by masking.rego.
 outcomes contains outcome if {
-	some ref in facts.references
+	some ref in facts.classified_references # a protected column is a classified one
 	not ref.usage in {"output", "derived", "write"}
 	masking.protected_column(ref.column)
 	reason := sprintf("exfiltration: %s in a %s clause acts as an oracle on a protected column", [ref.column, ref.usage])

@@ -12,17 +12,21 @@ package pgwarden.facts
 #   The statement and every statement nested in it (DO body, PREPARE, EXPLAIN ANALYZE,
 #   a cursor's query), at any depth, so that every topic rule judges them all alike.
 #   A nested statement is an object in a "nested" list; nothing else is a statement.
+#   An array, input.statement first: iterate it (a nested statement equal to
+#   input.statement is in it twice, which changes no set a rule builds).
 # scope: document
-default statements := set()
+default statements := []
 
 # One complete rule, the common case first: a statement that nests nothing (most do not)
 # is the only statement. As a partial set of four definitions (the statement, nested_1,
 # nested_2, nested_deeper), each of the ~25 topic rules that iterate statements looked up
-# the four: 2,100 -> 1,991 allocations per decision on the bench input.
-statements := {input.statement} if {
+# the four: 2,100 -> 1,991 allocations per decision on the bench input. An array and not
+# a set ({input.statement}): 1,821 -> 1,768 allocations on the bench input, every rule
+# iterating it the same.
+statements := [input.statement] if {
 	is_object(input.statement)
 	input.statement.nested == []
-} else := (({input.statement} | nested_1) | nested_2) | nested_deeper if {
+} else := array.concat([input.statement], [statement | some statement in ((nested_1 | nested_2) | nested_deeper)]) if {
 	is_object(input.statement)
 }
 
@@ -117,6 +121,17 @@ referenced_classification := {name: info | # regal ignore:prefer-set-or-object-r
 	is_object(info)
 }
 
+# METADATA
+# title: classified_references
+# description: |
+#   The references whose column has an entry in referenced_classification: the only ones
+#   the rules about classified columns (masks, denied classes, oracles) need to look at,
+#   and most statements have few or none.
+classified_references := {ref | # regal ignore:prefer-set-or-object-rule
+	some ref in references
+	referenced_classification[ref.column]
+}
+
 # The classification of the session's database: relation -> column -> {"class", "type"}.
 classification := data.data.classification.databases[input.session.database]
 
@@ -177,8 +192,12 @@ output_usage(output) := "output" if {
 
 # METADATA
 # title: references
-# description: The column references of the statement and of every nested statement.
-references contains ref if {
+# description: |
+#   The column references of the statement and of every nested statement. A statement
+#   that nests nothing has its own references only: no union over statement_refs.
+references := column_refs(input.statement) if {
+	input.statement.nested == []
+} else := {ref |
 	some refs in statement_refs
 	some ref in refs
 }

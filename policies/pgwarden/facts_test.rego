@@ -118,7 +118,7 @@ test_allow_no_controlled_outcome_when_mode_allows if {
 
 test_deny_no_statements_without_a_statement if {
 	no_statement := object.remove(fx.input_for(fx.reporting, {}), {"statement"})
-	facts.statements == set() with input as no_statement
+	facts.statements == [] with input as no_statement
 }
 
 # The entry of classified_columns for every referenced column that has one, found at the

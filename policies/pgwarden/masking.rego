@@ -79,7 +79,7 @@ restricted if {
 #   group, limit, from) is a read.
 # scope: document
 outcomes contains facts.outcome("deny", reason) if {
-	some ref in facts.references
+	some ref in facts.classified_references
 	ref.usage != "write"
 	class := facts.referenced_classification[ref.column].class
 	class in denied_classes
@@ -93,13 +93,13 @@ outcomes contains {
 	"reason": sprintf("masking: %s is returned masked with %s", [ref.column, function]),
 	"cache_ttl_s": data.data.settings.cache_ttl_s,
 } if {
-	some ref in facts.references
+	some ref in facts.classified_references
 	ref.usage == "output"
 	some function in mask_functions(ref.column)
 }
 
 outcomes contains facts.outcome("deny", reason) if {
-	some ref in facts.references
+	some ref in facts.classified_references
 	ref.usage == "derived"
 	count(mask_functions(ref.column)) > 0
 	reason := sprintf("masking: an expression over %s would bypass its mask; select the column itself", [ref.column])
