@@ -41,13 +41,14 @@ outcomes contains outcome if {
 	outcome := facts.controlled(identities.mode.export, reason)
 }
 
-# statement_refs has every statement as a key: iterating it gives each statement with its
-# references, without hashing the statement object again to look them up.
+# Whether the statement is unbounded first (a bounded one stops there, before its
+# references); column_refs is computed once per statement and query, whichever
+# rule calls it first.
 outcomes contains outcome if {
-	some statement, refs in facts.statement_refs
+	some statement in facts.statements
 	why := unbounded(statement)
 	columns := {ref.column |
-		some ref in refs
+		some ref in facts.column_refs(statement)
 		ref.usage in {"output", "derived"}
 		facts.referenced_classification[ref.column]
 	}
