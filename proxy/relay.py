@@ -33,8 +33,7 @@ from pgwarden.proxy.protocol.framing import FrameBuffer
 
 _LENGTH = struct.Struct("!i")
 REFUSED_SQLSTATE = "42501"  # insufficient_privilege
-ROW_LIMIT_SQLSTATE = "54000"  # program_limit_exceeded
-STATEMENT_SIZE_SQLSTATE = "54000"
+LIMIT_SQLSTATE = "54000"  # program_limit_exceeded: a row limit, a statement too long
 
 # Server message types, as ints (indexing bytes gives ints).
 _DATA_ROW, _COPY_DATA = ord("D"), ord("d")
@@ -149,11 +148,6 @@ class StatementAnalyzer(Protocol):
 
     def unknown_statement(self, name: str) -> Analysis | None:
         """Bind of a statement the client did not Parse (e.g. a SQL-level PREPARE)."""
-        ...
-
-    def resolution(self) -> object:
-        """What names resolve under now (search path, created relations): equal values,
-        equal resolution."""
         ...
 
     def changes_resolution(self, analysis: Analyzed) -> bool:
@@ -329,7 +323,7 @@ def _portal_resolution_refusal(portal: str) -> Refusal:
 
 def _size_refusal(size: int, limit: int) -> Refusal:
     return Refusal(
-        STATEMENT_SIZE_SQLSTATE,
+        LIMIT_SQLSTATE,
         f"pgwarden: a statement of {size} bytes is longer than the proxy analyzes "
         f"([proxy] max_statement_bytes = {limit}); load bulk data with COPY FROM STDIN, "
         "or send it in smaller statements",
@@ -356,7 +350,7 @@ def refusal_error(decision: Decision) -> bytes:
 def row_limit_error(execution: Execution) -> bytes:
     """(B) The ErrorResponse that ends a statement cut by its row limit."""
     return m.build_error_response(
-        ROW_LIMIT_SQLSTATE,
+        LIMIT_SQLSTATE,
         f"pgwarden: row limit of {execution.row_limit} rows reached; the rest of the result "
         "was not sent",
         detail=f"decision_id={execution.decision.decision_id}",
@@ -425,10 +419,10 @@ class RelayCore:
         self._limit_segment = -1  # the segment whose row-limit error the client has
         # Name resolution: the last segment holding a statement that may change it (the
         # change is final at that segment's ReadyForQuery); Execute messages of the batch
-        # being read that may change it; what each confirmed portal was bound under.
+        # being read that may change it; the segment each confirmed portal was bound in.
         self._resolution_segment = -1
         self._batch_resolution_changes: set[int] = set()
-        self._portal_resolutions: dict[str, object] = {}
+        self._portal_segments: dict[str, int] = {}
         self._failed = False  # an ErrorResponse since the last ReadyForQuery
         self._last_run_segment = -1  # the segment of the last Execute or Query sent
         self._open_segment = False  # extended-protocol messages sent since the last Sync
@@ -751,7 +745,7 @@ class RelayCore:
                 self.analyzer.closed(close.name)
             else:
                 self._portals.pop(close.name, None)
-                self._portal_resolutions.pop(close.name, None)
+                self._portal_segments.pop(close.name, None)
         elif type_ == b"D":  # Describe
             m.parse_describe(body)
         elif type_ in b"HS":  # Flush, Sync
@@ -772,11 +766,12 @@ class RelayCore:
         oversize = self._oversize(sql)
         if oversize is not None:
             return oversize
-        if self._bound_before(("P", execute.portal)):
-            # The server runs the portal as its Bind resolved it, not under today's names.
-            resolved = self._portal_resolutions.get(execute.portal)
-            if resolved is not None and resolved != self.analyzer.resolution():
-                return _portal_resolution_refusal(execute.portal)
+        if self._portal_segments.get(
+            execute.portal, self._resolution_segment + 1
+        ) <= self._resolution_segment and self._bound_before(("P", execute.portal)):
+            # The server runs the portal as its Bind resolved it: a statement sent in its
+            # segment or later may have changed what its names refer to since.
+            return _portal_resolution_refusal(execute.portal)
         return self.analyzer.execution(sql, bind.params, bind.param_formats)
 
     def _bound_before(self, key: _Name) -> bool:
@@ -1099,14 +1094,14 @@ class RelayCore:
         """ParseComplete or BindComplete: the oldest Parse or Bind sent took effect."""
         if not self._unconfirmed:
             raise m.ProtocolViolation("server confirmed a Parse or Bind that was not sent")
-        _, (kind, name), value = self._unconfirmed.popleft()
+        segment, (kind, name), value = self._unconfirmed.popleft()
         if kind == "S":
             self._statements[name] = value
             self.analyzer.parsed(name, value)
         else:
             self._portals[name] = value
             self._portal_rows.pop(name, None)
-            self._portal_resolutions[name] = self.analyzer.resolution()
+            self._portal_segments[name] = segment
             if name:
                 sql, bind = value
                 known = None if sql == _UNSETTLED_SQL else sql

@@ -5,16 +5,14 @@ from __future__ import annotations
 from collections.abc import Sequence
 
 from pgwarden.proxy.analysis import AnalyzedStatement, Analyzer, SessionAnalysisState
+from pgwarden.proxy.analysis.facts import RESOLUTION_EFFECTS
 from pgwarden.proxy.decision import DecisionCode
 from pgwarden.proxy.relay import Analysis, Analyzed, Refusal
 
 SYNTAX_ERROR = "42601"
 REFUSED = "42501"
-# Effects after which names may refer to other relations: always, and when they end a
-# transaction (or roll back to a savepoint) that changed what names resolve to.
-_CHANGES_RESOLUTION = frozenset(
-    {"search_path", "unknown_search_path", "created", "dropped", "discard_temp"}
-)
+# Effects that end a transaction (or roll back to a savepoint): they change what names
+# resolve to when the transaction had changed it.
 _ENDS = frozenset({"commit", "rollback", "rollback_to"})
 
 
@@ -94,14 +92,11 @@ class SessionStatements:
     def parameter_status(self, name: str, value: str) -> None:
         self.state.parameter_status(name, value)
 
-    def resolution(self) -> object:
-        return self.state.search_path_key
-
     def changes_resolution(self, analysis: Analyzed) -> bool:
         if not isinstance(analysis, AnalyzedStatement) or not analysis.effects:
             return False  # the common case: nothing to look at
         for effect in analysis.effects:
-            if effect.kind in _CHANGES_RESOLUTION:
+            if effect.kind in RESOLUTION_EFFECTS:
                 return True
             if effect.kind in _ENDS and self.state.ending_changes_resolution():
                 return True

@@ -36,7 +36,7 @@ from pgwarden.proxy.analysis.facts import (
     StatementAnalysis,
     analyze_sql,
     apply_relation_effect,
-    resolution,
+    resolution_key,
 )
 from pgwarden.proxy.decision import Statement
 
@@ -228,6 +228,7 @@ class Analyzer:
             search_path_known=state.search_path_known,
             created=dict(state.created),
             default_search_path=state.default_search_path,
+            created_version=state.created_version,
         )
         try:
             analyses = analyze_sql(sql, env, tokens)
@@ -332,7 +333,7 @@ class SessionAnalysisState:
         # since), and at each savepoint, innermost last.
         self._before: _Snapshot | None = None
         self._savepoints: list[tuple[str, _Snapshot]] = []
-        self._created_version = 0
+        self.created_version = 0
         self.catalog_version = analyzer.catalog_version
         self.search_path_key: tuple[Any, ...] = ()
         self._update_key()
@@ -348,11 +349,8 @@ class SessionAnalysisState:
 
     def _update_key(self) -> None:
         # everything name resolution depends on, for the memo key
-        self.search_path_key = (
-            self.search_path,
-            self.user,
-            self.search_path_known,
-            self._created_version,
+        self.search_path_key = resolution_key(
+            self.search_path, self.user, self.search_path_known, self.created_version
         )
 
     def catalog_changed(self, version: int) -> None:
@@ -361,7 +359,7 @@ class SessionAnalysisState:
         kept = {k: v for k, v in self.created.items() if k[0] == "pg_temp"}
         if len(kept) != len(self.created):
             self.created = kept
-            self._created_version += 1
+            self.created_version += 1
             self._update_key()
 
     def parameter_status(self, name: str, value: str) -> None:
@@ -375,11 +373,13 @@ class SessionAnalysisState:
     def apply(self, analyzed: AnalyzedStatement, *, rolled_back: bool = False) -> None:
         """Apply a statement's effects after the upstream completed it successfully
         (``rolled_back``: its CommandComplete said ROLLBACK)."""
+        if analyzed.changes_catalog:
+            self.analyzer.schema_changed = True
+        if not analyzed.effects:
+            return  # most statements: nothing changes
         for effect in analyzed.effects:
             # COMMIT of a failed transaction block rolls it back
             self._apply(_ROLLBACK if effect.kind == "commit" and rolled_back else effect)
-        if analyzed.changes_catalog:
-            self.analyzer.schema_changed = True
         self._update_key()
 
     def ready(self, status: str, *, failed: bool) -> None:
@@ -405,7 +405,7 @@ class SessionAnalysisState:
         self._session, self._local, self.search_path_known = snapshot[:3]
         self.created, self.cursors = dict(snapshot[3]), dict(snapshot[4])
         self._transaction_cursors = set(snapshot[5])
-        self._created_version += 1
+        self.created_version += 1
 
     def ending_changes_resolution(self) -> bool:
         """Whether ending the transaction, or rolling back to one of its savepoints, may
@@ -471,7 +471,7 @@ class SessionAnalysisState:
                 else:
                     del self._savepoints[at:]
         elif apply_relation_effect(self.created, effect):
-            self._created_version += 1
+            self.created_version += 1
             if len(self.created) > MAX_CREATED_RELATIONS:
                 # memory stays bounded; name resolution is then no longer trusted
                 self.created.clear()
@@ -507,12 +507,7 @@ class SessionAnalysisState:
     def register_prepared(self, name: str, analyzed: AnalyzedStatement) -> None:
         """A named statement from an extended-protocol Parse (SQL EXECUTE can run it)."""
         if name:
-            self.prepared[name] = replace(
-                analyzed.prepared(),
-                resolution=resolution(
-                    self.search_path, self.user, self.search_path_known, self.created
-                ),
-            )
+            self.prepared[name] = replace(analyzed.prepared(), resolution=self.search_path_key)
 
     def forget_prepared(self, name: str) -> None:
         """Close (statement) from the extended protocol."""

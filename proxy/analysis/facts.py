@@ -81,7 +81,7 @@ _QUALIFIED_NAME = re.compile(
 class PreparedQuery:
     """What a session remembers of a prepared statement or a cursor: the facts of its
     query, and which ``$n`` is its LIMIT. ``resolution``: for a prepared statement, what
-    its names were resolved under (:func:`resolution`); the server analyzes it again
+    its names were resolved under (:func:`resolution_key`); the server analyzes it again
     when the search path has changed since, so EXECUTE under another one is not judged
     by these facts. None for a cursor or portal, whose plan is fixed."""
 
@@ -90,12 +90,13 @@ class PreparedQuery:
     resolution: tuple[Any, ...] | None = None
 
 
-def resolution(
-    search_path: Iterable[str], user: str | None, known: bool, created: Iterable[Any]
+def resolution_key(
+    search_path: tuple[str, ...], user: str | None, known: bool, created_version: int
 ) -> tuple[Any, ...]:
     """What name resolution depends on: the search path, the user (``$user``), whether
-    the path is known, and the relations the session created."""
-    return (tuple(search_path), user, known, tuple(sorted(created)))
+    the path is known, and which version of the relations the session created (each
+    creation, drop or undoing of one makes a new version)."""
+    return (search_path, user, known, created_version)
 
 
 @dataclass(frozen=True, slots=True)
@@ -151,9 +152,12 @@ class Environment:
     search_path_known: bool = True
     created: dict[tuple[str, str], CreatedRelation] = field(default_factory=dict)
     default_search_path: tuple[str, ...] = ("$user", "public")
+    created_version: int = 0  # the session's, then one more for each creation met here
 
     def resolution(self) -> tuple[Any, ...]:
-        return resolution(self.search_path, self.user, self.search_path_known, self.created)
+        return resolution_key(
+            self.search_path, self.user, self.search_path_known, self.created_version
+        )
 
     def schemas(self) -> tuple[str, ...]:
         """The explicit search path with ``$user`` substituted (when it exists)."""
@@ -270,7 +274,7 @@ class FactsBuilder:
         self.literal_dependent |= child.literal_dependent
         self.session_dependent |= child.session_dependent
         self.nested_read_only &= bool(child_facts["read_only"])
-        self.effects.extend(e for e in child.effects if e.kind in _PROPAGATED_EFFECTS)
+        self.effects.extend(e for e in child.effects if e.kind in RESOLUTION_EFFECTS)
         if child_facts not in self.nested:
             self.nested.append(dict(child_facts))
 
@@ -464,7 +468,7 @@ class Walker:
             self._apply_effects(builder.effects)
         elif self.deferred == 0:
             # statements run in sequence inside a DO block too
-            self._apply_effects(e for e in builder.effects if e.kind in _PROPAGATED_EFFECTS)
+            self._apply_effects(e for e in builder.effects if e.kind in RESOLUTION_EFFECTS)
         return StatementAnalysis(
             facts=document,
             sql=sql,
@@ -503,8 +507,8 @@ class Walker:
                     self.env.cursors.clear()
                 else:
                     self.env.cursors.pop(effect.name, None)
-            else:
-                apply_relation_effect(self.env.created, effect)
+            elif apply_relation_effect(self.env.created, effect):
+                self.env.created_version += 1
 
     def nested(
         self,
@@ -2529,8 +2533,9 @@ def _column_name(node: Any) -> str:
     return "?column?"
 
 
-#: Effects of nested statements that reach the session when the outer statement runs.
-_PROPAGATED_EFFECTS = frozenset(
+#: Effects that change what names refer to (the search path, the session's own
+#: relations): a nested statement's reach the session when the outer statement runs.
+RESOLUTION_EFFECTS = frozenset(
     {"search_path", "unknown_search_path", "created", "dropped", "discard_temp"}
 )
 #: Statements whose nested statements do not run now.

@@ -6,7 +6,6 @@ import contextlib
 import shutil
 import ssl
 import tempfile
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -14,6 +13,7 @@ import asyncpg
 import psycopg
 
 from pgwarden.stack import local
+from pgwarden.stack.process import poll_until
 from tests.integration.wiretap import WiretapProcess, jsonl_records, reconcile
 
 
@@ -72,25 +72,38 @@ def running_stack(policy_copy: Path, proxy_settings: str = "") -> Iterator[local
     assert not problems, f"{audit} against {tap.out}:\n" + "\n".join(problems)
 
 
-def until_allowed(conn: psycopg.Connection, query: str) -> list[tuple[object, ...]]:
+def until_allowed(
+    conn: psycopg.Connection, query: str, refusals: list[psycopg.Error] | None = None
+) -> list[tuple[object, ...]]:
     """The rows of ``query`` once the proxy allows it (it may first refuse a relation its
-    catalog does not know yet, and read the catalog again)."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    catalog does not know yet, and read the catalog again; at most every 5 s); the
+    refusals met on the way are added to ``refusals``."""
+    rows: list[list[tuple[object, ...]]] = []
+
+    def allowed() -> bool:
         try:
-            return conn.execute(query).fetchall()
-        except psycopg.Error:
-            time.sleep(0.05)
-    raise AssertionError(f"never allowed: {query}")
+            rows.append(conn.execute(query).fetchall())
+        except psycopg.Error as exc:
+            if refusals is not None:
+                refusals.append(exc)
+            return False
+        return True
+
+    poll_until(allowed, timeout_s=20, what=f"the proxy allowing {query}")
+    return rows[0]
 
 
 def until_refused(conn: psycopg.Connection, query: str) -> str:
     """The error of ``query`` once the proxy refuses it."""
-    deadline = time.monotonic() + 20
-    while time.monotonic() < deadline:
+    errors: list[str] = []
+
+    def refused() -> bool:
         try:
             conn.execute(query).fetchall()
         except psycopg.Error as exc:
-            return str(exc)
-        time.sleep(0.05)
-    raise AssertionError(f"never refused: {query}")
+            errors.append(str(exc))
+            return True
+        return False
+
+    poll_until(refused, timeout_s=20, what=f"the proxy refusing {query}")
+    return errors[0]

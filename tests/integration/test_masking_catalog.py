@@ -8,7 +8,6 @@ rows: it is classified and masked as customers."""
 
 from __future__ import annotations
 
-import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -49,15 +48,8 @@ def test_a_view_created_after_the_catalog_is_refused_then_masked(
     stack: local.Stack, contact_book: str
 ) -> None:
     refusals: list[psycopg.Error] = []
-    rows: list[tuple[object, ...]] = []
-    deadline = time.monotonic() + 20  # the proxy reads a catalog at most every 5 s
     with psycopg.connect(dsn(stack, "agent:reporting"), autocommit=True) as conn:
-        while not rows and time.monotonic() < deadline:
-            try:
-                rows = conn.execute(QUERY).fetchall()
-            except psycopg.Error as exc:
-                refusals.append(exc)
-                time.sleep(0.05)
+        rows = until_allowed(conn, QUERY, refusals)
     assert rows, "the proxy never read the catalog again"
     assert {(e.sqlstate, UNKNOWN in str(e)) for e in refusals} == {("42501", True)}
     assert refusals  # the first attempt named a relation the proxy did not know

@@ -29,13 +29,7 @@ class Analyzed:
 
 class WordAnalyzer:
     """Facts are just the SQL; ``BAD`` in the SQL makes it unparseable; ``set path`` changes
-    name resolution once it completes."""
-
-    def __init__(self) -> None:
-        self.path = 0  # bumped by each "set path" that completes
-
-    def resolution(self) -> object:
-        return self.path
+    name resolution."""
 
     def changes_resolution(self, analysis: object) -> bool:
         return str(analysis.statement.facts["sql"]).startswith("set path")  # type: ignore[attr-defined]
@@ -47,8 +41,7 @@ class WordAnalyzer:
         pass
 
     def completed(self, analysis: object, *, rolled_back: bool = False) -> None:
-        if self.changes_resolution(analysis):
-            self.path += 1
+        pass
 
     def ready(self, status: str, *, failed: bool) -> None:
         pass
@@ -927,7 +920,6 @@ class RecordingAnalyzer(WordAnalyzer):
     """Remembers the SQL it analyzed."""
 
     def __init__(self) -> None:
-        super().__init__()
         self.analyzed: list[str] = []
 
     def simple_query(self, sql: str) -> list[Analysis]:

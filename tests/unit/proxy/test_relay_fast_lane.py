@@ -48,9 +48,6 @@ class SqlAnalyzer:
     def parameter_status(self, name: str, value: str) -> None:
         pass
 
-    def resolution(self) -> object:
-        return 0
-
     def changes_resolution(self, analysis: object) -> bool:
         return False
 
