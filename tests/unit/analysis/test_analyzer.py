@@ -356,6 +356,23 @@ def test_an_execute_under_its_prepares_search_path_is_resolved() -> None:
     assert staged["outputs"][0]["sources"] == ["staging.customers.email"]  # type: ignore[index]
 
 
+def test_an_execute_after_its_relation_was_created_again_is_unresolved() -> None:
+    """PostgreSQL plans the statement again over the new view; the facts kept from
+    PREPARE name the old one's columns."""
+    analyzer = Analyzer(STAGED)
+    state = analyzer.new_session()
+    facts = executed(
+        state,
+        analyzer,
+        "CREATE TEMP VIEW v AS SELECT id AS x FROM customers",
+        "PREPARE p AS SELECT x FROM v",
+        "DROP VIEW v",
+        "CREATE TEMP VIEW v AS SELECT email AS x FROM customers",
+        "EXECUTE p",
+    )
+    assert facts["unresolved"] is True
+
+
 def test_a_protocol_statement_executed_by_sql_under_another_search_path_is_unresolved() -> None:
     analyzer = Analyzer(STAGED)
     state = analyzer.new_session()
